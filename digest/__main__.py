@@ -1,0 +1,5 @@
+"""`python -m digest` runs the command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,386 @@
+"""The `digest` command: parses, calls one library function, prints. No logic of its own.
+
+Every DigestError becomes ``error: <message>`` (and a hint) on stderr with its exit
+code: 2 for configuration mistakes, 1 for the rest. A traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import webbrowser
+from collections.abc import Callable
+from datetime import date, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__, editions, subscribers
+from .app import Context
+from .compose import explicit_period, weekly_period
+from .config import Settings, load_config
+from .deliver.smtp import SMTPTransport
+from .domain import Period
+from .errors import DigestError
+from .models import SubscriberStatus
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class DateOrTime(click.ParamType):  # type: ignore[type-arg]
+    """A date (2026-11-16) or an ISO 8601 date-time (2026-11-16T08:00+01:00)."""
+
+    name = "DATE"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> date | datetime:
+        if isinstance(value, date):
+            return value
+        text = str(value).strip()
+        try:
+            if len(text) == 10:
+                return date.fromisoformat(text)
+            return datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{text!r} is not a date (YYYY-MM-DD) or an ISO 8601 date-time",
+                      param, ctx)
+
+
+DATE = DateOrTime()
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        settings = load_config(obj.get("config"))
+        for warning in settings.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        obj["settings"] = settings
+    return obj["settings"]  # type: ignore[no-any-return]
+
+
+def _context(ctx: click.Context) -> Context:
+    obj = ctx.ensure_object(dict)
+    if "context" not in obj:
+        obj["context"] = Context(_settings(ctx))
+        ctx.call_on_close(obj["context"].close)
+    return obj["context"]  # type: ignore[no-any-return]
+
+
+def _period(app: Context, since: date | datetime | None, until: date | datetime | None) -> Period:
+    settings = app.settings
+    if since is None and until is None:
+        return weekly_period(app.now(), settings.timezone, settings.digest.window_days)
+    if since is None or until is None:
+        raise click.UsageError("--since and --until go together")
+    try:
+        return explicit_period(since, until, settings.timezone)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, default=_json_default))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="DIGEST_CONFIG", help="config file (default: $DIGEST_CONFIG or ./config.toml)")
+@click.version_option(__version__, prog_name="digest")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """digest: gather a publication's articles, compose the weekly edition, send it."""
+    ctx.ensure_object(dict)["config"] = config
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="overwrite files that exist")
+def init(folder: Path, force: bool) -> None:
+    """Write a ready-to-edit config.toml and email_templates/ into FOLDER."""
+    from .sample import init as write_sample
+
+    for path in write_sample(folder, force=force):
+        click.echo(f"wrote {path}")
+    click.echo(f"Next: edit {folder / 'config.toml'}, set DIGEST_SECRET_KEY, run `digest gather`.")
+
+
+@cli.command()
+@click.pass_context
+def gather(ctx: click.Context) -> None:
+    """Fetch every source and store new articles; print a summary per source."""
+    from .gather.run import gather as run_gather
+
+    app = _context(ctx)
+    report = run_gather(app.settings, app.db, now=app.now)
+    for source in report.sources:
+        if source.failed:
+            click.echo(f"{source.name}: FAILED: {source.error}")
+        elif source.status == "not_modified":
+            click.echo(f"{source.name}: not modified since the last fetch")
+        else:
+            extra = f", {source.skipped} skipped (no link)" if source.skipped else ""
+            click.echo(f"{source.name}: {source.new} new, {source.updated} updated, "
+                       f"{source.unchanged} unchanged{extra}")
+    click.echo(f"{report.new} new articles from {len(report.sources)} sources"
+               + (f"; {len(report.failed)} failed" if report.failed else ""))
+    if report.failed:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.option("--since", type=DATE, help="published on or after (date or date-time)")
+@click.option("--until", type=DATE, help="published up to (a date counts whole)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@click.pass_context
+def articles(ctx: click.Context, since: date | datetime | None, until: date | datetime | None,
+             as_json: bool) -> None:
+    """List the articles gathered, newest first."""
+    from .queries.articles import list_articles
+
+    app = _context(ctx)
+    start = end = None
+    if since is not None or until is not None:
+        period = explicit_period(since or date(1970, 1, 1), until or date(9999, 12, 30),
+                                 app.settings.timezone)
+        start, end = period.start, period.end
+    with app.db.reader() as session:
+        rows = list_articles(session, start, end)
+        for row in rows:
+            record = {
+                "url": row.url, "title": row.title,
+                "source": row.source.name if row.source else None,
+                "published": row.published_at.isoformat(),
+                "published_estimated": row.published_estimated,
+                "section": row.category, "author": row.author, "image": row.image_url,
+                "image_credit": row.image_credit, "summary": row.summary_text,
+            }
+            if as_json:
+                _echo_json(record)
+            else:
+                when = row.published_at.astimezone(app.settings.timezone)
+                click.echo(f"{when:%Y-%m-%d %H:%M}  {row.category or '-':<28.28}  {row.title}")
+        if not as_json:
+            click.echo(f"{len(rows)} articles")
+
+
+@cli.command()
+@click.option("--since", type=DATE, help="start of the period (date or date-time)")
+@click.option("--until", type=DATE, help="end of the period (a date counts whole)")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("preview"), show_default=True, help="folder to write into")
+@click.option("--open", "open_browser", is_flag=True, help="open digest.html in a browser")
+@click.pass_context
+def preview(ctx: click.Context, since: date | datetime | None, until: date | datetime | None,
+            out: Path, open_browser: bool) -> None:
+    """Compose and render the coming edition without sending it."""
+    app = _context(ctx)
+    period = _period(app, since, until)
+    files = editions.preview(app, period, out)
+    if files is None:
+        click.echo(f"Nothing to preview for {period.key}: no article of the window that was "
+                   "not featured already.")
+        return
+    click.echo(f"Edition {period.key}: {files.subject!r}, {files.articles} articles")
+    for path in (files.html, files.text, files.eml, files.mjml):
+        click.echo(f"  {path}")
+    click.echo(f"digest.eml is addressed to {files.recipient}")
+    if open_browser:
+        webbrowser.open(files.html.resolve().as_uri())
+
+
+@cli.group("subscribers")
+def subscribers_group() -> None:
+    """Add, import, list and remove subscribers."""
+
+
+@subscribers_group.command("add")
+@click.argument("email")
+@click.option("--name", help="the subscriber's name")
+@click.pass_context
+def subscribers_add(ctx: click.Context, email: str, name: str | None) -> None:
+    """Add EMAIL as a confirmed subscriber (an admin vouches for their consent)."""
+    app = _context(ctx)
+    added = subscribers.add(app.db, email, name=name, now=app.now())
+    click.echo(f"added {added.email} ({added.status})")
+
+
+@subscribers_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def subscribers_import(ctx: click.Context, file: Path) -> None:
+    """Import FILE.csv (header row with email, optional name; other columns kept)."""
+    app = _context(ctx)
+    report = subscribers.import_csv(app.db, file, now=app.now())
+    for line, reason in report.problems:
+        click.echo(f"{file}:{line}: skipped: {reason}", err=True)
+    click.echo(f"imported {report.imported} subscribers, skipped {report.skipped} rows")
+
+
+@subscribers_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]),
+              help="only subscribers with this status")
+@click.pass_context
+def subscribers_list(ctx: click.Context, as_json: bool, status: str | None) -> None:
+    """List subscribers, oldest first."""
+    app = _context(ctx)
+    count = 0
+    wanted = SubscriberStatus(status) if status else None
+    for sub in subscribers.list_subscribers(app.db, wanted):
+        count += 1
+        if as_json:
+            _echo_json({"email": sub.email, "name": sub.name, "status": sub.status,
+                        "origin": sub.origin, "created_at": sub.created_at,
+                        "confirmed_at": sub.confirmed_at, "attributes": sub.attributes})
+        else:
+            click.echo(f"{sub.email:<40} {sub.status:<12} {sub.name or ''}")
+    if not as_json:
+        click.echo(f"{count} subscribers")
+
+
+@subscribers_group.command("remove")
+@click.argument("email")
+@click.pass_context
+def subscribers_remove(ctx: click.Context, email: str) -> None:
+    """Erase EMAIL and their personal data (delivery counts stay, anonymous)."""
+    app = _context(ctx)
+    removed = subscribers.remove(app.db, email)
+    click.echo(f"removed {removed.email}")
+
+
+@cli.command()
+@click.option("--since", type=DATE, help="start of another period (date or date-time)")
+@click.option("--until", type=DATE, help="end of that period (a date counts whole)")
+@click.option("--to", "to", metavar="EMAIL", help="send one [TEST] copy to EMAIL only")
+@click.option("--dry-run", is_flag=True, help="build every message, send none, record nothing")
+@click.option("--json", "as_json", is_flag=True, help="print a machine-readable report")
+@click.pass_context
+def send(ctx: click.Context, since: date | datetime | None, until: date | datetime | None,
+         to: str | None, dry_run: bool, as_json: bool) -> None:
+    """Compose the period's edition and deliver it to every confirmed subscriber."""
+    app = _context(ctx)
+    period = _period(app, since, until)
+    if dry_run:
+        outcome = editions.dry_run(app, period)
+    else:
+        transport = SMTPTransport(app.settings.smtp, app.settings.smtp_password())
+        if to:
+            outcome = editions.send_test(app, period, to, transport)
+        else:
+            outcome = editions.send(app, period, transport)
+    _report_send(outcome, as_json, dry_run=dry_run, test=bool(to))
+    if outcome.state == editions.SendState.INCOMPLETE:
+        ctx.exit(3)
+    if outcome.state == editions.SendState.NOT_SENDABLE:
+        ctx.exit(1)
+
+
+def _report_send(outcome: editions.SendOutcome, as_json: bool, *, dry_run: bool,
+                 test: bool) -> None:
+    run = outcome.run
+    if as_json:
+        _echo_json({
+            "state": outcome.state.value, "period": outcome.period,
+            "edition": outcome.edition_id, "subject": outcome.subject,
+            "enqueued": outcome.enqueued, "counts": outcome.counts,
+            "sent": run.sent if run else 0, "deferred": run.deferred if run else 0,
+            "failed": run.failed if run else 0, "dry_run": dry_run, "test": test,
+            "failures": [{"email": e, "reply": r} for e, r in (run.failures if run else [])],
+        })
+        return
+    State = editions.SendState
+    if outcome.state == State.NOTHING_NEW:
+        click.echo(f"Nothing to send for {outcome.period}: no article of the window that was "
+                   "not featured in an edition already.")
+        return
+    if outcome.state == State.ALREADY_SENT:
+        click.echo(f"Edition {outcome.period} was already sent; nothing sent again.")
+        return
+    if outcome.state == State.NOT_SENDABLE:
+        click.echo(f"Edition {outcome.period} is not being sent (held, paused or cancelled).")
+        return
+    label = "Dry run of" if dry_run else ("Test copy of" if test else "Edition")
+    click.echo(f"{label} {outcome.period}: {outcome.subject!r}")
+    if run is not None:
+        click.echo(f"  sent {run.sent}, deferred {run.deferred}, failed {run.failed} "
+                   f"in {run.seconds:.1f} s")
+        for email, reply in run.failures:
+            click.echo(f"  failed: {email}: {reply}")
+    if outcome.counts:
+        parts = ", ".join(f"{k} {v}" for k, v in outcome.counts.items() if v)
+        click.echo(f"  ledger: {parts or 'empty'}")
+    if outcome.state == State.INCOMPLETE:
+        click.echo("  Some deliveries are still owed; run `digest send` again to continue.")
+
+
+@cli.command()
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("demo-output"), show_default=True, help="folder to write into")
+def demo(out: Path) -> None:
+    """Run the whole flow on a bundled sample feed, three demo subscribers and a built-in
+    SMTP sink; no network needed."""
+    from .demo import run_demo
+
+    report = run_demo(out, say=click.echo)
+    click.echo("")
+    click.echo(f"Sent {report.messages} messages; each is a .eml file in {report.outbox}/")
+    if report.preview is not None:
+        click.echo(f"Preview of edition {report.send.period} ({report.preview.articles} "
+                   f"articles) in {report.preview.folder}/:")
+        for path in (report.preview.html, report.preview.text, report.preview.eml,
+                     report.preview.mjml):
+            click.echo(f"  {path}")
+    click.echo(f"Database: {report.folder / 'digest.db'}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=1025, show_default=True, type=int)
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("outbox"), show_default=True, help="folder for the .eml files")
+def sink(host: str, port: int, out: Path) -> None:
+    """Run a local SMTP server that keeps every message as a .eml file (for trying out)."""
+    import time
+
+    from .deliver.sink import SmtpSink
+
+    with SmtpSink(out, host=host, port=port) as server:
+        click.echo(f"SMTP sink on {host}:{server.port}, writing to {out}/ (Ctrl-C to stop)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+def _guard(func: F) -> F:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DigestError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"hint: {exc.hint}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+    return wrapper  # type: ignore[return-value]
+
+
+@_guard
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `digest` console script."""
+    cli.main(args=argv, prog_name="digest")
+
+

@@ -1,0 +1,113 @@
+"""Articles + settings + time → Edition. Pure: the caller supplies the candidates and the clock."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, time, timedelta, tzinfo
+
+from .config import DigestConfig
+from .domain import Article, Edition, Period, Section
+
+MORE = "More"
+
+
+def weekly_period(now: datetime, tz: tzinfo, window_days: int) -> Period:
+    """The period of a scheduled send: keyed by the ISO week of ``now`` in ``tz``,
+    covering the ``window_days`` before ``now``."""
+    local = now.astimezone(tz)
+    year, week, _ = local.isocalendar()
+    return Period(key=f"{year}-W{week:02d}", start=now - timedelta(days=window_days), end=now)
+
+
+def explicit_period(since: datetime | date, until: datetime | date, tz: tzinfo) -> Period:
+    """A period named by --since/--until. Dates are whole days in ``tz``; ``until`` is inclusive."""
+    start = _as_instant(since, tz)
+    whole_day = isinstance(until, date) and not isinstance(until, datetime)
+    end = _as_instant(until, tz, next_day=whole_day)
+    if end <= start:
+        raise ValueError(f"--until ({until}) must come after --since ({since})")
+    key = f"{_label(since)}..{_label(until)}"
+    return Period(key=key, start=start, end=end)
+
+
+def _as_instant(value: datetime | date, tz: tzinfo, next_day: bool = False) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=tz)
+    day = value + timedelta(days=1) if next_day else value
+    return datetime.combine(day, time.min, tzinfo=tz)
+
+
+def _label(value: datetime | date) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M")
+    return value.isoformat()
+
+
+def section_of(category: str | None, aliases: Mapping[str, str]) -> str | None:
+    """The section a category belongs to through the aliases (exact, then glob patterns,
+    case-insensitive); the category itself when no alias matches; None when there is none."""
+    if not category:
+        return None
+    lowered = category.casefold()
+    for pattern, section in aliases.items():
+        if pattern.casefold() == lowered:
+            return section
+    for pattern, section in aliases.items():
+        if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(lowered, pattern.casefold()):
+            return section
+    return category
+
+
+def _newest_first(articles: Sequence[Article]) -> list[Article]:
+    # Stable: equal times keep the id order, so the same input always gives the same edition.
+    return sorted(articles, key=lambda a: (a.published_at, a.id), reverse=True)
+
+
+def choose_lead(articles: Sequence[Article]) -> Article | None:
+    """The pinned article, else the newest with an image, else the newest."""
+    ordered = _newest_first(articles)
+    for article in ordered:
+        if article.pinned:
+            return article
+    for article in ordered:
+        if article.image_url:
+            return article
+    return ordered[0] if ordered else None
+
+
+def compose(
+    candidates: Sequence[Article],
+    cfg: DigestConfig,
+    period: Period,
+    *,
+    intro_html: str = "",
+    intro_text: str = "",
+) -> Edition:
+    """Choose, order and group the period's articles into an edition."""
+    aliases = dict(cfg.aliases)
+    in_window = [a for a in candidates if period.start <= a.published_at < period.end]
+    ordered = _newest_first(in_window)
+    lead = choose_lead(ordered)
+    kept = ordered[: cfg.max_articles]
+    if lead is not None and lead not in kept:
+        kept = [lead, *kept[: cfg.max_articles - 1]]
+    rest = [a for a in kept if a is not lead]
+
+    groups: dict[str, list[Article]] = {}
+    for article in rest:
+        name = section_of(article.category, aliases)
+        if cfg.sections:
+            name = name if name in cfg.sections else MORE
+        groups.setdefault(name or MORE, []).append(article)
+
+    if cfg.sections:
+        order = [s for s in cfg.sections if s in groups]
+    else:
+        # The order in which sections first appear, reading the newest articles first.
+        order = [s for s in groups if s != MORE]
+    if MORE in groups and MORE not in order:
+        order.append(MORE)
+    sections = tuple(Section(name, tuple(_newest_first(groups[name]))) for name in order)
+    return Edition(period=period, lead=lead, sections=sections,
+                   intro_html=intro_html, intro_text=intro_text)

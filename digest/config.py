@@ -1,0 +1,572 @@
+"""config.toml + environment → typed, validated settings.
+
+Every mistake is reported as one ConfigError naming the file, the line where
+it can be found, the key and what was expected. Secrets are never in the file:
+it names the environment variables that hold them, and they are read only when
+needed, so a command that needs no secret never asks for one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import zoneinfo
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from email_validator import EmailNotValidError, validate_email
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG = "config.toml"
+CONFIG_ENV = "DIGEST_CONFIG"
+MIN_SECRET_LENGTH = 16
+
+Security = Literal["none", "starttls", "ssl"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Publication:
+    """Who sends the digest; the footer's legal facts."""
+
+    name: str
+    url: str
+    from_address: str
+    postal_address: str
+    reply_to: str | None = None
+    language: str = "en"
+    editors: tuple[str, ...] = ()
+
+    @property
+    def domain(self) -> str:
+        """The domain of the From address: Message-IDs and List-Id live under it."""
+        return self.from_address.rpartition("@")[2].lower()
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One feed to gather from."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    """How an edition is composed and which templates render it."""
+
+    window_days: int = 7
+    max_articles: int = 20
+    sections: tuple[str, ...] = ()
+    # category (or glob pattern such as "* | Middle East") → section name
+    aliases: tuple[tuple[str, str], ...] = ()
+    templates: Path | None = None
+
+
+@dataclass(frozen=True)
+class ThemeConfig:
+    """How the email looks; every colour must keep text readable (4.5:1 contrast)."""
+
+    brand_color: str = "#9b1c1c"
+    text_color: str = "#1a1a1a"
+    background_color: str = "#f4f3ef"
+    font_family: str = "Georgia, 'Times New Roman', serif"
+    heading_font_family: str = "Georgia, 'Times New Roman', serif"
+    logo_url: str | None = None
+    logo_width: int = 200
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """Where mail is handed over."""
+
+    host: str = "localhost"
+    port: int = 25
+    security: Security = "none"
+    username: str | None = None
+    password_env: str | None = None
+    max_connections: int = 4
+    rate_per_second: float = 0.0
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """When the weekly job runs; only the schedule daemon needs it."""
+
+    cron: str = "0 7 * * 1"
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """Where links in emails point and which variable holds the signing secret."""
+
+    base_url: str = "http://localhost:8000"
+    secret_key_env: str = "DIGEST_SECRET_KEY"  # noqa: S105 - the variable's name, not a secret
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything digest knows from config.toml, plus how to read its secrets."""
+
+    path: Path
+    publication: Publication
+    database_url: str
+    sources: tuple[SourceConfig, ...]
+    digest: DigestConfig
+    smtp: SmtpConfig
+    web: WebConfig
+    theme: ThemeConfig = field(default_factory=ThemeConfig)
+    schedule: ScheduleConfig | None = None
+    warnings: tuple[str, ...] = ()
+    # Only the demo sets this; everywhere else the secret comes from the environment.
+    builtin_secret: str | None = field(default=None, repr=False)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
+
+    @property
+    def timezone(self) -> zoneinfo.ZoneInfo:
+        """The schedule's timezone; UTC when no schedule is configured."""
+        return zoneinfo.ZoneInfo(self.schedule.timezone if self.schedule else "UTC")
+
+    def secret_key(self) -> str:
+        """The signing secret for links, from the environment variable the config names."""
+        if self.builtin_secret is not None:
+            return self.builtin_secret
+        name = self.web.secret_key_env
+        value = self.environ.get(name, "")
+        if not value:
+            raise ConfigError(
+                f"{self.path}: [web] secret_key_env: environment variable {name} is not set; "
+                "it must hold the secret that signs unsubscribe and confirmation links",
+                hint=f"export {name}=\"$(python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')\"",
+            )
+        if len(value) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"{self.path}: [web] secret_key_env: environment variable {name} holds a secret "
+                f"shorter than {MIN_SECRET_LENGTH} characters",
+                hint="use a long random value, e.g. from secrets.token_urlsafe(32)",
+            )
+        return value
+
+    def smtp_password(self) -> str | None:
+        """The SMTP password from the environment, or None when no login is configured."""
+        name = self.smtp.password_env
+        if name is None:
+            return None
+        value = self.environ.get(name)
+        if not value:
+            raise ConfigError(
+                f"{self.path}: [smtp] password_env: environment variable {name} is not set; "
+                "it must hold the SMTP password",
+                hint=f"export {name}=... before running digest",
+            )
+        return value
+
+    def with_environ(self, environ: Mapping[str, str]) -> Settings:
+        """A copy reading secrets from another environment (tests, the demo)."""
+        return replace(self, environ=environ)
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The config file to use: --config, else $DIGEST_CONFIG, else ./config.toml."""
+    chosen = explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    return Path(chosen)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and validate a config file."""
+    file = config_path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {file} not found",
+            hint="create one with `digest init .`, or pass --config PATH / set DIGEST_CONFIG",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot be read: {exc}") from None
+    return parse_config(text, file)
+
+
+def parse_config(text: str, path: Path) -> Settings:
+    """Validate the text of a config file; relative paths resolve against its folder."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    doc = _Document(path, text)
+    root = _Table(doc, data, ())
+    base = path.resolve().parent
+
+    pub_t = root.table("publication", required=True)
+    publication = Publication(
+        name=pub_t.text("name", required=True),
+        url=pub_t.url("url", required=True),
+        from_address=pub_t.email("from_address", required=True),
+        postal_address=pub_t.text("postal_address", required=True),
+        reply_to=pub_t.email("reply_to"),
+        language=pub_t.text("language", default="en"),
+        editors=tuple(pub_t.each("editors", pub_t.email_value)),
+    )
+    pub_t.finish()
+
+    db_t = root.table("database")
+    database_url = _resolve_database_url(db_t.text("url", default="sqlite:///digest.db"), base)
+    db_t.finish()
+
+    sources = []
+    seen_names: set[str] = set()
+    for src_t in root.tables("sources"):
+        name = src_t.text("name", required=True)
+        if name in seen_names:
+            src_t.fail("name", f"another source is already called {name!r}; names must be unique")
+        seen_names.add(name)
+        url = src_t.text("url", required=True)
+        sources.append(SourceConfig(name=name, url=_resolve_source_url(url, base, src_t)))
+        src_t.finish()
+
+    dg_t = root.table("digest")
+    templates = dg_t.text("templates")
+    digest = DigestConfig(
+        window_days=dg_t.integer("window_days", default=7, minimum=1, maximum=366),
+        max_articles=dg_t.integer("max_articles", default=20, minimum=1, maximum=200),
+        sections=tuple(dg_t.each("sections", dg_t.text_value)),
+        aliases=tuple(dg_t.mapping("aliases").items()),
+        templates=(base / templates) if templates else None,
+    )
+    if digest.templates is not None and not digest.templates.is_dir():
+        dg_t.fail("templates", f"folder {digest.templates} does not exist")
+    dg_t.finish()
+
+    smtp_t = root.table("smtp")
+    security = smtp_t.choice("security", ("none", "starttls", "ssl"), default="none")
+    smtp = SmtpConfig(
+        host=smtp_t.text("host", default="localhost"),
+        port=smtp_t.integer("port", default=465 if security == "ssl" else 25, minimum=1,
+                            maximum=65535),
+        security=security,  # type: ignore[arg-type]
+        username=smtp_t.text("username"),
+        password_env=smtp_t.env_name("password_env"),
+        max_connections=smtp_t.integer("max_connections", default=4, minimum=1, maximum=64),
+        rate_per_second=smtp_t.number("rate_per_second", default=0.0, minimum=0.0),
+        timeout=smtp_t.number("timeout", default=30.0, minimum=1.0),
+    )
+    if smtp.username and not smtp.password_env:
+        smtp_t.fail("password_env", "username is set, so password_env must name the "
+                    "environment variable that holds the password")
+    smtp_t.finish()
+
+    schedule = None
+    if "schedule" in data:
+        sch_t = root.table("schedule")
+        schedule = ScheduleConfig(
+            cron=sch_t.text("cron", required=True),
+            timezone=sch_t.text("timezone", default="UTC"),
+        )
+        _check_cron(schedule.cron, sch_t)
+        try:
+            zoneinfo.ZoneInfo(schedule.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            sch_t.fail("timezone", f"unknown timezone {schedule.timezone!r} "
+                       "(expected an IANA name such as Europe/Berlin)")
+        sch_t.finish()
+
+    th_t = root.table("theme")
+    defaults = ThemeConfig()
+    theme = ThemeConfig(
+        brand_color=th_t.color("brand_color", default=defaults.brand_color),
+        text_color=th_t.color("text_color", default=defaults.text_color),
+        background_color=th_t.color("background_color", default=defaults.background_color),
+        font_family=th_t.text("font_family", default=defaults.font_family),
+        heading_font_family=th_t.text("heading_font_family",
+                                      default=defaults.heading_font_family),
+        logo_url=th_t.url("logo_url"),
+        logo_width=th_t.integer("logo_width", default=defaults.logo_width, minimum=20,
+                                maximum=600),
+    )
+    th_t.finish()
+
+    web_t = root.table("web")
+    web = WebConfig(
+        base_url=web_t.url("base_url", default="http://localhost:8000").rstrip("/"),
+        secret_key_env=web_t.env_name("secret_key_env") or "DIGEST_SECRET_KEY",
+    )
+    web_t.finish()
+    root.finish()
+
+    warnings = []
+    parts = urlsplit(web.base_url)
+    if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        warnings.append(
+            f"{path}: [web] base_url is plain http ({web.base_url}); unsubscribe links in "
+            "emails should use https in production"
+        )
+    return Settings(
+        path=path,
+        publication=publication,
+        database_url=database_url,
+        sources=tuple(sources),
+        digest=digest,
+        smtp=smtp,
+        web=web,
+        theme=theme,
+        schedule=schedule,
+        warnings=tuple(warnings),
+    )
+
+
+def _resolve_database_url(url: str, base: Path) -> str:
+    """Make a relative SQLite path absolute against the config file's folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////"):
+        rest = url[len(prefix):]
+        if rest and rest != ":memory:" and not rest.startswith(":"):
+            return prefix + str(base / rest)
+    return url
+
+
+def _resolve_source_url(url: str, base: Path, table: _Table) -> str:
+    """Accept http(s) URLs and local files; a relative file path resolves against base."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("http", "https"):
+        if not urlsplit(url).netloc:
+            table.fail("url", f"{url!r} has no host")
+        return url
+    if scheme == "file":
+        return url
+    if scheme and len(scheme) > 1:
+        table.fail("url", f"unsupported scheme {scheme!r} in {url!r} "
+                   "(expected http://, https:// or a local file path)")
+    return (base / url).resolve().as_uri()
+
+
+def _check_cron(expr: str, table: _Table) -> None:
+    fields = expr.split()
+    if len(fields) != 5:
+        table.fail("cron", f"expected 5 fields (minute hour day month weekday), got {len(fields)} "
+                   f"in {expr!r}")
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(expr, timezone="UTC")
+    except ValueError as exc:
+        table.fail("cron", f"invalid cron expression {expr!r}: {exc}")
+
+
+class _Document:
+    """The config text, to point errors at the line that holds a key."""
+
+    _header = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-]+)\s*\]\]?")
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def line_of(self, table: tuple[str | int, ...], key: str | None) -> int | None:
+        """1-based line of ``key`` in ``table`` (or of the table header), if it can be found."""
+        names = [p for p in table if isinstance(p, str)]
+        want_index = next((p for p in table if isinstance(p, int)), None)
+        current: list[str] = []
+        counts: dict[str, int] = {}
+        header_line = None
+        for number, line in enumerate(self.lines, 1):
+            m = self._header.match(line)
+            if m:
+                current = m.group(2).split(".")
+                name = m.group(2)
+                if m.group(1) == "[[":
+                    counts[name] = counts.get(name, -1) + 1
+                if current == names and (want_index is None or counts.get(name) == want_index):
+                    header_line = number
+                    if key is None:
+                        return number
+                continue
+            if header_line is not None and current == names and key is not None:
+                if want_index is not None and counts.get(".".join(names)) != want_index:
+                    continue
+                if re.match(rf"^\s*{re.escape(key)}\s*=", line):
+                    return number
+        if not names and key is not None:
+            for number, line in enumerate(self.lines, 1):
+                if self._header.match(line):
+                    break
+                if re.match(rf"^\s*{re.escape(key)}\s*=", line):
+                    return number
+        return header_line
+
+
+class _Table:
+    """One TOML table being read; remembers which keys were used so leftovers can be named."""
+
+    def __init__(self, doc: _Document, data: dict[str, Any], where: tuple[str | int, ...]) -> None:
+        self.doc = doc
+        self.data = data
+        self.where = where
+        self.used: set[str] = set()
+
+    # -- naming --------------------------------------------------------------------
+    def label(self, key: str | None = None) -> str:
+        names = [p for p in self.where if isinstance(p, str)]
+        index = next((p for p in self.where if isinstance(p, int)), None)
+        table = ""
+        if names:
+            table = f"[[{'.'.join(names)}]] #{index + 1}" if index is not None else (
+                f"[{'.'.join(names)}]"
+            )
+        if key is None:
+            return table or "top level"
+        return f"{table} {key}".strip()
+
+    def fail(self, key: str | None, reason: str) -> Any:
+        line = self.doc.line_of(self.where, key)
+        at = f"{self.doc.path}:{line}" if line else str(self.doc.path)
+        raise ConfigError(f"{at}: {self.label(key)}: {reason}")
+
+    # -- structure -----------------------------------------------------------------
+    def table(self, key: str, *, required: bool = False) -> _Table:
+        self.used.add(key)
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                self.fail(None, f"missing required table [{key}]")
+            value = {}
+        if not isinstance(value, dict):
+            self.fail(key, f"expected a table [{key}], got {_kind(value)}")
+        return _Table(self.doc, value, (*self.where, key))
+
+    def tables(self, key: str) -> Iterator[_Table]:
+        self.used.add(key)
+        value = self.data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            self.fail(key, f"expected [[{key}]] tables, got {_kind(value)}")
+        for index, item in enumerate(value):
+            yield _Table(self.doc, item, (*self.where, key, index))
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            key = unknown[0]
+            known = ", ".join(sorted(self.used)) or "none"
+            self.fail(key, f"unknown key {key!r} (known keys here: {known})")
+
+    # -- scalars -------------------------------------------------------------------
+    def _get(self, key: str, required: bool) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                self.fail(None, f"missing required key {key!r}")
+            return None
+        return self.data[key]
+
+    def text(self, key: str, *, default: Any = None, required: bool = False) -> Any:
+        value = self._get(key, required)
+        if value is None:
+            return default
+        return self.text_value(key, value)
+
+    def text_value(self, key: str, value: Any) -> str:
+        if not isinstance(value, str):
+            self.fail(key, f"expected a string, got {_kind(value)}")
+        if not value.strip():
+            self.fail(key, "must not be empty")
+        return str(value.strip())
+
+    def choice(self, key: str, options: tuple[str, ...], *, default: str) -> str:
+        value = self.text(key, default=default)
+        if value not in options:
+            self.fail(key, f"expected one of {', '.join(options)}, got {value!r}")
+        return str(value)
+
+    def integer(self, key: str, *, default: int, minimum: int | None = None,
+            maximum: int | None = None) -> int:
+        value = self._get(key, False)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"expected an integer, got {_kind(value)}")
+        self._bounds(key, value, minimum, maximum)
+        return int(value)
+
+    def number(self, key: str, *, default: float, minimum: float | None = None) -> float:
+        value = self._get(key, False)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(key, f"expected a number, got {_kind(value)}")
+        self._bounds(key, value, minimum, None)
+        return float(value)
+
+    def _bounds(self, key: str, value: float, minimum: float | None,
+                maximum: float | None) -> None:
+        if minimum is not None and value < minimum:
+            self.fail(key, f"expected at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            self.fail(key, f"expected at most {maximum}, got {value}")
+
+    def url(self, key: str, *, default: Any = None, required: bool = False) -> Any:
+        value = self.text(key, default=default, required=required)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            self.fail(key, f"expected an absolute http(s) URL, got {value!r}")
+        return value
+
+    def email(self, key: str, *, required: bool = False) -> Any:
+        value = self._get(key, required)
+        return None if value is None else self.email_value(key, value)
+
+    def email_value(self, key: str, value: Any) -> str:
+        text = self.text_value(key, value)
+        try:
+            checked = validate_email(text, check_deliverability=False)
+        except EmailNotValidError as exc:
+            self.fail(key, f"{text!r} is not a valid email address: {exc}")
+        return str(checked.normalized)
+
+    def color(self, key: str, *, default: str) -> str:
+        """A #rrggbb colour."""
+        value = str(self.text(key, default=default))
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", value):
+            self.fail(key, f"expected a colour as #rrggbb, got {value!r}")
+        return value.lower()
+
+    def env_name(self, key: str) -> str | None:
+        value = self.text(key)
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            self.fail(key, f"expected the NAME of an environment variable, got {value!r} "
+                      "(put the secret itself in the environment, never in this file)")
+        return value  # type: ignore[no-any-return]
+
+    def mapping(self, key: str) -> dict[str, str]:
+        """A table of string → string (e.g. section aliases)."""
+        value = self._get(key, False)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(key, f"expected a table of names, got {_kind(value)}")
+        return {str(k): self.text_value(f"{key}.{k}", v) for k, v in value.items()}
+
+    def each(self, key: str, convert: Callable[[str, Any], T]) -> list[T]:
+        value = self._get(key, False)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(key, f"expected a list, got {_kind(value)}")
+        return [convert(key, item) for item in value]
+
+
+def _kind(value: Any) -> str:
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+             list: "a list", dict: "a table"}
+    text = names.get(type(value), type(value).__name__)
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return f"{text} ({value!r})"
+    return text

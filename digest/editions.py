@@ -1,0 +1,300 @@
+"""An edition's life: prepare (compose + render), preview, enqueue and send.
+
+This is where the stages meet; the CLI, the scheduler and the web app call these
+functions and hold no logic of their own. Every step is keyed by the period, so
+running any of them twice changes nothing that was already done.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+
+from . import domain
+from .app import Context
+from .compose import compose
+from .deliver.message import MessageTemplate, OutgoingMessage, Recipient, message_id
+from .deliver.run import Job, Result, RunReport, Transport, deliver
+from .deliver.smtp import MemoryTransport
+from .models import DeliveryStatus, Edition, EditionStatus, SubscriberStatus
+from .queries import articles as article_queries
+from .queries import deliveries as delivery_queries
+from .queries import editions as edition_queries
+from .queries import subscribers as subscriber_queries
+from .render import render_edition
+from .subscribers import normalise
+
+SAMPLE_ADDRESS = "reader@example.com"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A composed and rendered edition, not necessarily stored."""
+
+    plan: domain.Edition
+    rendered: domain.RenderedEdition
+
+
+def prepare(ctx: Context, period: domain.Period) -> Prepared | None:
+    """Compose and render the period's edition from articles not yet featured; None when
+    there is nothing new to send."""
+    with ctx.db.reader() as session:
+        candidates = article_queries.candidates(session, period.start, period.end)
+    plan = compose(candidates, ctx.settings.digest, period)
+    if plan.is_empty:
+        return None
+    rendered = render_edition(plan, ctx.settings, ctx.templates, now=ctx.now())
+    return Prepared(plan, rendered)
+
+
+def stored_rendering(row: Edition) -> domain.RenderedEdition:
+    """The rendering kept with an edition row (what its first recipients got)."""
+    return domain.RenderedEdition(
+        subject=row.subject, preheader=row.preheader, html=row.html, text=row.text,
+        mjml=row.mjml, nonce=row.nonce,
+    )
+
+
+# -- preview ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PreviewFiles:
+    """Where a preview was written and to whom its .eml is addressed."""
+
+    folder: Path
+    html: Path
+    text: Path
+    eml: Path
+    mjml: Path
+    recipient: str
+    subject: str
+    articles: int
+
+
+def preview(ctx: Context, period: domain.Period, out: Path) -> PreviewFiles | None:
+    """Write digest.html, digest.txt, digest.eml and digest.mjml for the coming edition."""
+    prepared = prepare(ctx, period)
+    if prepared is None:
+        return None
+    with ctx.db.reader() as session:
+        first = subscriber_queries.first_confirmed(session)
+        if first is not None:
+            recipient = Recipient(first.email, first.name,
+                                  ctx.personal_links(first.id, first.email, first.email_key),
+                                  message_id(prepared.rendered.nonce, first.id,
+                                             ctx.settings.publication.domain))
+        else:
+            recipient = Recipient(SAMPLE_ADDRESS, None,
+                                  ctx.personal_links(0, SAMPLE_ADDRESS, SAMPLE_ADDRESS),
+                                  message_id(prepared.rendered.nonce, 0,
+                                             ctx.settings.publication.domain))
+    rendered = prepared.rendered
+    message = MessageTemplate(rendered, ctx.settings.publication).build(recipient, date=ctx.now())
+    out.mkdir(parents=True, exist_ok=True)
+    files = PreviewFiles(
+        folder=out, html=out / "digest.html", text=out / "digest.txt", eml=out / "digest.eml",
+        mjml=out / "digest.mjml", recipient=recipient.email, subject=rendered.subject,
+        articles=len(prepared.plan.articles),
+    )
+    files.html.write_text(
+        domain.personalise(rendered.html, rendered.markers, recipient.personal, html.escape),
+        encoding="utf-8")
+    files.text.write_text(
+        domain.personalise(rendered.text, rendered.markers, recipient.personal), encoding="utf-8")
+    files.eml.write_bytes(message.data)
+    files.mjml.write_text(rendered.mjml, encoding="utf-8")
+    return files
+
+
+# -- send ------------------------------------------------------------------------------------
+
+class SendState(StrEnum):
+    """How `digest send` ended."""
+
+    NOTHING_NEW = "nothing_new"  # no article of the window that was not featured already
+    ALREADY_SENT = "already_sent"  # the period's edition is complete; nothing sent again
+    COMPLETE = "complete"  # every delivery is final (some may have failed permanently)
+    INCOMPLETE = "incomplete"  # deliveries remain owed (deferred past the retry window)
+    NOT_SENDABLE = "not_sendable"  # held, paused or cancelled: an operator must act
+
+
+@dataclass
+class SendOutcome:
+    """The result of one `digest send`."""
+
+    state: SendState
+    period: str
+    edition_id: int | None = None
+    subject: str | None = None
+    enqueued: int = 0
+    run: RunReport | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    resumed: bool = False
+
+
+def _sender_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:64]
+
+
+def send(
+    ctx: Context,
+    period: domain.Period,
+    transport: Transport,
+    *,
+    stop: threading.Event | None = None,
+    on_batch: Callable[[RunReport], None] | None = None,
+) -> SendOutcome:
+    """Create the period's edition (or continue the unfinished one) and deliver it to every
+    confirmed subscriber still owed it."""
+    with ctx.db.reader() as session:
+        existing = edition_queries.get_by_period(session, period.key)
+        existing_id = existing.id if existing else None
+    resumed = existing is not None
+    enqueued = 0
+    if existing is None:
+        prepared = prepare(ctx, period)
+        if prepared is None:
+            return SendOutcome(SendState.NOTHING_NEW, period.key)
+        try:
+            with ctx.db.session() as session:
+                row = edition_queries.create_edition(session, prepared.plan, prepared.rendered,
+                                                     now=ctx.now(), status=EditionStatus.SENDING)
+                edition_queries.set_status(session, row, EditionStatus.SENDING, ctx.now())
+                enqueued = delivery_queries.enqueue(session, row.id, ctx.now())
+                existing_id = row.id
+        except IntegrityError:
+            # Another process created this period's edition meanwhile: continue that one.
+            with ctx.db.reader() as session:
+                found = edition_queries.get_by_period(session, period.key)
+            if found is None:
+                raise
+            existing_id, resumed = found.id, True
+    assert existing_id is not None
+    with ctx.db.session() as session:
+        current = edition_queries.get(session, existing_id)
+        assert current is not None
+        status, subject = current.status, current.subject
+        rendered = stored_rendering(current)
+        if status == EditionStatus.SENDING and resumed:
+            # Subscribers who confirmed since the edition was enqueued are owed it too.
+            enqueued = delivery_queries.enqueue(session, current.id, ctx.now())
+    outcome = SendOutcome(SendState.COMPLETE, period.key, existing_id, subject, enqueued,
+                          resumed=resumed)
+    if status == EditionStatus.SENT:
+        outcome.state = SendState.ALREADY_SENT
+    elif status != EditionStatus.SENDING:
+        outcome.state = SendState.NOT_SENDABLE
+    else:
+        ledger = delivery_queries.SqlLedger(ctx.db, existing_id, _sender_id())
+        if ctx.db.is_sqlite:
+            # One sender per SQLite database, so any claim left over is a dead sender's.
+            with ctx.db.session() as session:
+                delivery_queries.release_claims(session, existing_id, ctx.now())
+        outcome.run = deliver(ledger, transport, _builder(ctx, rendered, existing_id),
+                              clock=ctx.now, stop=stop, on_batch=on_batch)
+        outcome.state = SendState.COMPLETE if outcome.run.complete else SendState.INCOMPLETE
+    with ctx.db.reader() as session:
+        outcome.counts = delivery_queries.counts(session, existing_id)
+    return outcome
+
+
+def _builder(
+    ctx: Context, rendered: domain.RenderedEdition, edition_id: int, subject: str | None = None
+) -> Callable[[Job, datetime], OutgoingMessage]:
+    template = MessageTemplate(rendered, ctx.settings.publication, subject=subject)
+    domain_name = ctx.settings.publication.domain
+
+    def build(job: Job, when: datetime) -> OutgoingMessage:
+        recipient = Recipient(
+            email=job.email, name=job.name,
+            personal=ctx.personal_links(job.subscriber_id, job.email, job.email_key),
+            message_id=message_id(rendered.nonce, job.subscriber_id, domain_name),
+        )
+        return template.build(recipient, date=when)
+
+    return build
+
+
+# -- test sends and dry runs -------------------------------------------------------------------
+
+def send_test(ctx: Context, period: domain.Period, address: str,
+              transport: Transport) -> SendOutcome:
+    """Send one copy marked [TEST] to ``address``; the ledger is not touched."""
+    target = normalise(address)
+    with ctx.db.reader() as session:
+        row = edition_queries.get_by_period(session, period.key)
+        rendered = stored_rendering(row) if row is not None else None
+        known = subscriber_queries.get_by_key(session, target.key)
+        sub_id = known.id if known else 0
+    if rendered is None:
+        prepared = prepare(ctx, period)
+        if prepared is None:
+            return SendOutcome(SendState.NOTHING_NEW, period.key)
+        rendered = prepared.rendered
+    subject = f"[TEST] {rendered.subject}"
+    ledger = _MemoryLedger([Job(1, sub_id, target.email, target.key, None, 1)])
+    build = _builder(ctx, rendered, 0, subject=subject)
+    run = deliver(ledger, transport, build, clock=ctx.now, retry_window=_NO_RETRY)
+    state = SendState.COMPLETE if run.sent else SendState.INCOMPLETE
+    return SendOutcome(state, period.key, None, subject, 1, run)
+
+
+def dry_run(ctx: Context, period: domain.Period) -> SendOutcome:
+    """Compose, render and build every message the send would, without sending or recording."""
+    with ctx.db.reader() as session:
+        row = edition_queries.get_by_period(session, period.key)
+        if row is not None and row.status == EditionStatus.SENT:
+            return SendOutcome(SendState.ALREADY_SENT, period.key, row.id, row.subject)
+        rendered = stored_rendering(row) if row is not None else None
+    if rendered is None:
+        prepared = prepare(ctx, period)
+        if prepared is None:
+            return SendOutcome(SendState.NOTHING_NEW, period.key)
+        rendered = prepared.rendered
+    jobs = _confirmed_jobs(ctx)
+    # Nothing is kept but counts: a dry run of a large list must not hold every message.
+    transport = MemoryTransport(keep=False)
+    run = deliver(_MemoryLedger(jobs), transport, _builder(ctx, rendered, 0),
+                  clock=ctx.now, retry_window=_NO_RETRY)
+    return SendOutcome(SendState.COMPLETE, period.key, None, rendered.subject, len(jobs), run)
+
+
+_NO_RETRY = timedelta(0)
+
+
+def _confirmed_jobs(ctx: Context) -> list[Job]:
+    with ctx.db.reader() as session:
+        return [
+            Job(index, row.id, row.email, row.email_key, row.name, 1)
+            for index, row in enumerate(
+                subscriber_queries.iter_subscribers(session, SubscriberStatus.CONFIRMED), 1)
+        ]
+
+
+class _MemoryLedger:
+    """A ledger over a fixed list of jobs, kept in memory (test sends, dry runs)."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self._jobs: Iterator[Job] = iter(jobs)
+        self.results: list[Result] = []
+
+    def claim(self, limit: int, now: datetime) -> list[Job]:
+        return [job for _, job in zip(range(limit), self._jobs, strict=False)]
+
+    def record(self, results: Sequence[Result], now: datetime) -> None:
+        self.results.extend(results)
+
+    def next_retry(self) -> datetime | None:
+        return None
+
+    def finish_if_complete(self, now: datetime) -> bool:
+        return all(r.status != DeliveryStatus.DEFERRED for r in self.results)

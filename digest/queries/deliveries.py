@@ -1,0 +1,207 @@
+"""Reads and writes of the deliveries table: the ledger of who is owed which edition."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, func, insert, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..db import Database
+from ..deliver.run import Job, Result
+from ..models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+    Subscriber,
+    SubscriberStatus,
+)
+from . import editions
+
+DEFAULT_LEASE = timedelta(seconds=30)
+OWED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.DEFERRED)
+
+
+def enqueue(session: Session, edition_id: int, now: datetime) -> int:
+    """Create a pending delivery for every confirmed subscriber not yet in the ledger.
+
+    One INSERT … SELECT: nothing is loaded into Python, whatever the list's size.
+    """
+    already = select(Delivery.id).where(
+        Delivery.edition_id == edition_id, Delivery.subscriber_id == Subscriber.id
+    ).exists()
+    source = select(
+        literal(edition_id), Subscriber.id, literal(DeliveryStatus.PENDING.value), literal(0),
+        literal(now, Delivery.created_at.type), literal(now, Delivery.updated_at.type),
+    ).where(Subscriber.status == SubscriberStatus.CONFIRMED, ~already)
+    result = session.execute(
+        insert(Delivery).from_select(
+            ["edition_id", "subscriber_id", "status", "attempts", "created_at", "updated_at"],
+            source,
+        )
+    )
+    return _rowcount(result)
+
+
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def counts(session: Session, edition_id: int) -> dict[str, int]:
+    """How many deliveries of an edition are in each state."""
+    rows = session.execute(
+        select(Delivery.status, func.count()).where(Delivery.edition_id == edition_id)
+        .group_by(Delivery.status)
+    )
+    found = {str(status): int(n) for status, n in rows}
+    return {state.value: found.get(state.value, 0) for state in DeliveryStatus}
+
+
+def _due(edition_id: int, now: datetime) -> ColumnElement[bool]:
+    return and_(
+        Delivery.edition_id == edition_id,
+        or_(
+            Delivery.status == DeliveryStatus.PENDING,
+            and_(Delivery.status == DeliveryStatus.DEFERRED, Delivery.next_attempt_at <= now),
+            # A sender that died leaves its claim behind; the lease says when to take it over.
+            and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now),
+        ),
+    )
+
+
+def claim(
+    session: Session,
+    edition_id: int,
+    owner: str,
+    limit: int,
+    now: datetime,
+    lease: timedelta = DEFAULT_LEASE,
+) -> list[Job]:
+    """Take up to ``limit`` due deliveries for ``owner``; suppress those no longer wanted."""
+    while True:
+        pick = (
+            select(Delivery.id).where(_due(edition_id, now)).order_by(Delivery.id).limit(limit)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        ids = list(session.scalars(pick))
+        if not ids:
+            return []
+        rows = session.execute(
+            select(Delivery.id, Delivery.attempts, Subscriber.id, Subscriber.email,
+                   Subscriber.email_key, Subscriber.name, Subscriber.status)
+            .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.id.in_(ids))
+            .order_by(Delivery.id)
+        ).all()
+        jobs, unwanted = [], []
+        for delivery_id, attempts, sub_id, email, key, name, status in rows:
+            if sub_id is None or status != SubscriberStatus.CONFIRMED:
+                unwanted.append(delivery_id)
+            else:
+                jobs.append(Job(delivery_id, sub_id, email, key, name, attempts + 1))
+        if unwanted:
+            session.execute(
+                update(Delivery).where(Delivery.id.in_(unwanted)).values(
+                    status=DeliveryStatus.SUPPRESSED, updated_at=now, claimed_by=None,
+                    lease_until=None, last_reply="not sent: the subscriber is no longer confirmed",
+                )
+            )
+        if jobs:
+            session.execute(
+                update(Delivery).where(Delivery.id.in_([j.delivery_id for j in jobs])).values(
+                    status=DeliveryStatus.SENDING, attempts=Delivery.attempts + 1,
+                    claimed_by=owner, lease_until=now + lease, updated_at=now,
+                )
+            )
+            return jobs
+
+
+def record(session: Session, results: Sequence[Result], now: datetime) -> None:
+    """Store the outcome of sent jobs; a hard bounce also marks the subscriber bounced."""
+    for result in results:
+        values: dict[str, object] = {
+            "status": result.status, "last_reply": result.reply, "updated_at": now,
+            "claimed_by": None, "lease_until": None, "next_attempt_at": result.retry_at,
+        }
+        if result.status == DeliveryStatus.SENT:
+            values["sent_at"] = now
+        session.execute(update(Delivery).where(Delivery.id == result.delivery_id).values(values))
+    bounced = [r.subscriber_id for r in results if r.bounced]
+    if bounced:
+        session.execute(
+            update(Subscriber).where(Subscriber.id.in_(bounced)).values(
+                status=SubscriberStatus.BOUNCED, bounce_count=Subscriber.bounce_count + 1
+            )
+        )
+
+
+def release_claims(session: Session, edition_id: int, now: datetime) -> int:
+    """Make claims of dead senders due at once (only when no other sender can be alive)."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.SENDING)
+        .values(lease_until=now - timedelta(seconds=1))
+    )
+    return _rowcount(result)
+
+
+def next_retry(session: Session, edition_id: int) -> datetime | None:
+    """When the earliest owed delivery becomes due again."""
+    deferred = session.scalar(
+        select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.DEFERRED
+        )
+    )
+    leased = session.scalar(
+        select(func.min(Delivery.lease_until)).where(
+            Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.SENDING
+        )
+    )
+    times = [t for t in (deferred, leased) if t is not None]
+    return min(times) if times else None
+
+
+def owed(session: Session, edition_id: int) -> int:
+    """How many deliveries of the edition are not final yet."""
+    return int(session.scalar(
+        select(func.count()).where(Delivery.edition_id == edition_id, Delivery.status.in_(OWED))
+    ) or 0)
+
+
+class SqlLedger:
+    """The Ledger of deliver.run on the database, for one edition and one sender."""
+
+    def __init__(self, db: Database, edition_id: int, owner: str,
+                 lease: timedelta = DEFAULT_LEASE) -> None:
+        self.db = db
+        self.edition_id = edition_id
+        self.owner = owner
+        self.lease = lease
+
+    def claim(self, limit: int, now: datetime) -> list[Job]:
+        """Mark up to ``limit`` due deliveries as sending and return them."""
+        with self.db.session() as session:
+            return claim(session, self.edition_id, self.owner, limit, now, self.lease)
+
+    def record(self, results: Sequence[Result], now: datetime) -> None:
+        """Store a batch of results in one transaction."""
+        with self.db.session() as session:
+            record(session, results, now)
+
+    def next_retry(self) -> datetime | None:
+        """When the earliest deferred (or abandoned) delivery is due."""
+        with self.db.reader() as session:
+            return next_retry(session, self.edition_id)
+
+    def finish_if_complete(self, now: datetime) -> bool:
+        """Mark the edition sent once nothing is owed."""
+        with self.db.session() as session:
+            if owed(session, self.edition_id):
+                return False
+            edition = session.get_one(Edition, self.edition_id)
+            if edition.status != EditionStatus.SENT:
+                editions.set_status(session, edition, EditionStatus.SENT, now)
+            return True
