@@ -24,7 +24,7 @@ system-tools:
 	-@sh tests/install-system-tools.sh
 
 test: $(STAMP) system-tools
-	$(BIN)/ruff check digest tests bench
+	$(BIN)/ruff check digest tests $(wildcard bench)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 

@@ -94,18 +94,23 @@ def compose(
         kept = [lead, *kept[: cfg.max_articles - 1]]
     rest = [a for a in kept if a is not lead]
 
+    def name_of(article: Article) -> str:
+        name = section_of(article.category, aliases)
+        if cfg.sections and name not in cfg.sections:
+            return MORE
+        return name or MORE
+
     groups: dict[str, list[Article]] = {}
     for article in rest:
-        name = section_of(article.category, aliases)
-        if cfg.sections:
-            name = name if name in cfg.sections else MORE
-        groups.setdefault(name or MORE, []).append(article)
+        groups.setdefault(name_of(article), []).append(article)
 
     if cfg.sections:
         order = [s for s in cfg.sections if s in groups]
     else:
-        # The order in which sections first appear, reading the newest articles first.
-        order = [s for s in groups if s != MORE]
+        # The order in which sections first appear, reading the newest articles (the lead
+        # included) first.
+        seen = dict.fromkeys(name_of(a) for a in kept)
+        order = [s for s in seen if s in groups and s != MORE]
     if MORE in groups and MORE not in order:
         order.append(MORE)
     sections = tuple(Section(name, tuple(_newest_first(groups[name]))) for name in order)

@@ -82,6 +82,7 @@ class PreviewFiles:
 
 def preview(ctx: Context, period: domain.Period, out: Path) -> PreviewFiles | None:
     """Write digest.html, digest.txt, digest.eml and digest.mjml for the coming edition."""
+    ctx.signer  # noqa: B018 - a missing secret fails here, before any work is done
     prepared = prepare(ctx, period)
     if prepared is None:
         return None
@@ -155,6 +156,7 @@ def send(
 ) -> SendOutcome:
     """Create the period's edition (or continue the unfinished one) and deliver it to every
     confirmed subscriber still owed it."""
+    ctx.signer  # noqa: B018 - a missing secret fails here, before anything is stored
     with ctx.db.reader() as session:
         existing = edition_queries.get_by_period(session, period.key)
         existing_id = existing.id if existing else None
@@ -229,6 +231,7 @@ def _builder(
 def send_test(ctx: Context, period: domain.Period, address: str,
               transport: Transport) -> SendOutcome:
     """Send one copy marked [TEST] to ``address``; the ledger is not touched."""
+    ctx.signer  # noqa: B018 - a missing secret fails here, before any work is done
     target = normalise(address)
     with ctx.db.reader() as session:
         row = edition_queries.get_by_period(session, period.key)
@@ -250,6 +253,7 @@ def send_test(ctx: Context, period: domain.Period, address: str,
 
 def dry_run(ctx: Context, period: domain.Period) -> SendOutcome:
     """Compose, render and build every message the send would, without sending or recording."""
+    ctx.signer  # noqa: B018 - a missing secret fails here, before any work is done
     with ctx.db.reader() as session:
         row = edition_queries.get_by_period(session, period.key)
         if row is not None and row.status == EditionStatus.SENT:

@@ -16,13 +16,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
+from email.header import Header
 from email.utils import format_datetime, formataddr
 
 from ..config import Publication
 from ..domain import Personal, RenderedEdition
 
-_SMTP = policy.SMTP
 MAX_LINE = 76
 
 
@@ -56,8 +55,21 @@ def qp_encode(text: str) -> bytes:
 
 
 def _fold(name: str, value: str) -> bytes:
-    """A free-text header (Subject), folded and RFC 2047-encoded where needed."""
-    return _SMTP.fold_binary(name, value)
+    """A free-text header (Subject): folded at spaces, RFC 2047-encoded when not ASCII.
+
+    (email.policy's folder moves a value that starts with "[" onto a continuation line,
+    so a "[TEST] …" subject would come out with a leading space.)
+    """
+    value = " ".join(value.split())  # no line breaks from data can reach the header
+    if not value.isascii():
+        encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+        return f"{name}: {encoded}\r\n".encode("ascii")
+    lines = [f"{name}:"]
+    for word in value.split(" "):
+        if len(lines[-1]) + 1 + len(word) > 78 and lines[-1] != f"{name}:":
+            lines.append("")
+        lines[-1] += " " + word
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
 
 
 def _header(name: str, value: str) -> bytes:

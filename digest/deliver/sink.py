@@ -82,7 +82,7 @@ class SmtpSink:
         self.port = port or free_port(host)
         self.handler = _Handler(folder, rcpt_reply)
         self._controller = Controller(self.handler, hostname=host, port=self.port,
-                                      server_kwargs={"data_size_limit": 50 * 1024 * 1024})
+                                      data_size_limit=50 * 1024 * 1024)
 
     @property
     def received(self) -> list[Received]:

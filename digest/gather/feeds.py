@@ -179,7 +179,9 @@ def _credit(entry: Mapping[str, Any]) -> str | None:
 
 
 def _date(entry: Mapping[str, Any], key: str) -> datetime | None:
-    value = entry.get(key)
+    # dict.get, not entry.get: feedparser's own get() quietly answers updated_parsed with
+    # published_parsed (and warns about it); an item's dates must not be made up.
+    value = dict.get(entry, key) if isinstance(entry, dict) else entry.get(key)
     if not value:
         return None
     try:
