@@ -128,22 +128,28 @@ def gather(ctx: click.Context) -> None:
             click.echo(f"{source.name}: not modified since the last fetch")
         else:
             extra = f", {source.skipped} skipped (no link)" if source.skipped else ""
+            if source.enriched:
+                extra += f", {source.enriched} completed from their pages"
             click.echo(f"{source.name}: {source.new} new, {source.updated} updated, "
                        f"{source.unchanged} unchanged{extra}")
+        for note in source.notes:
+            click.echo(f"  note: {note}")
     click.echo(f"{report.new} new articles from {len(report.sources)} sources"
                + (f"; {len(report.failed)} failed" if report.failed else ""))
     if report.failed:
         ctx.exit(1)
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--since", type=DATE, help="published on or after (date or date-time)")
 @click.option("--until", type=DATE, help="published up to (a date counts whole)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.pass_context
 def articles(ctx: click.Context, since: date | datetime | None, until: date | datetime | None,
              as_json: bool) -> None:
-    """List the articles gathered, newest first."""
+    """List the articles gathered, newest first (or add, pin, exclude, include one)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from .queries.articles import list_articles
 
     app = _context(ctx)
@@ -162,14 +168,106 @@ def articles(ctx: click.Context, since: date | datetime | None, until: date | da
                 "published_estimated": row.published_estimated,
                 "section": row.category, "author": row.author, "image": row.image_url,
                 "image_credit": row.image_credit, "summary": row.summary_text,
+                "pinned": row.pinned, "excluded": row.excluded, "note": row.note,
             }
             if as_json:
                 _echo_json(record)
             else:
                 when = row.published_at.astimezone(app.settings.timezone)
-                click.echo(f"{when:%Y-%m-%d %H:%M}  {row.category or '-':<28.28}  {row.title}")
+                flags = ("P" if row.pinned else " ") + ("X" if row.excluded else " ")
+                click.echo(f"{when:%Y-%m-%d %H:%M} {flags} {row.category or '-':<24.24}  "
+                           f"{row.title}\n{'':>20}{row.url}")
         if not as_json:
             click.echo(f"{len(rows)} articles")
+
+
+@articles.command("add")
+@click.argument("url")
+@click.option("--section", help="the section to show it in (default: what the page says)")
+@click.option("--note", help="a note for the editors (not shown to readers)")
+@click.pass_context
+def articles_add(ctx: click.Context, url: str, section: str | None, note: str | None) -> None:
+    """Add a page that is in no feed, reading its title, dek, image and author."""
+    from .curation import add_page
+
+    app = _context(ctx)
+    done = add_page(app.settings, app.db, url, now=app.now(), section=section, note=note)
+    click.echo(f"{done.outcome}: {done.title}\n  {done.url}")
+
+
+def _curate(name: str, doc: str) -> None:
+    @articles.command(name, help=doc)
+    @click.argument("url")
+    @click.pass_context
+    def command(ctx: click.Context, url: str) -> None:
+        from . import curation
+
+        done = getattr(curation, name)(_context(ctx).db, url)
+        click.echo(f"{done.outcome}: {done.title}\n  {done.url}")
+
+
+_curate("pin", "Make URL the lead story of the coming edition (unpins any other).")
+_curate("unpin", "Let the lead story be chosen again (the newest article with an image).")
+_curate("exclude", "Keep URL out of editions until it is included again.")
+_curate("include", "Let an excluded URL into editions again.")
+
+
+@cli.group("sources")
+def sources_group() -> None:
+    """List sources with their health; import and export OPML."""
+
+
+@sources_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@click.pass_context
+def sources_list(ctx: click.Context, as_json: bool) -> None:
+    """Every source with its last fetch time, status, error and article count."""
+    from .sources import list_sources
+
+    app = _context(ctx)
+    for source in list_sources(app.settings, app.db):
+        if as_json:
+            _echo_json(source.__dict__)
+            continue
+        when = (source.fetched_at.astimezone(app.settings.timezone).strftime("%Y-%m-%d %H:%M")
+                if source.fetched_at else "never fetched")
+        status = source.status or "-"
+        gone = "" if source.configured else "  (no longer in config.toml)"
+        click.echo(f"{source.name}{gone}\n  {source.url}\n  last fetch: {when}, {status}, "
+                   f"{source.articles} articles")
+        if source.error:
+            click.echo(f"  error: {source.error}")
+
+
+@sources_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def sources_import(ctx: click.Context, file: Path) -> None:
+    """Add the feeds of an OPML file to config.toml."""
+    from .sources import import_opml
+
+    report = import_opml(_settings(ctx), file)
+    for source in report.added:
+        click.echo(f"added {source.name}: {source.url}")
+    for title, reason in report.skipped:
+        click.echo(f"skipped {title}: {reason}", err=True)
+    click.echo(f"{len(report.added)} sources added to {_settings(ctx).path}, "
+               f"{len(report.skipped)} skipped")
+
+
+@sources_group.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.pass_context
+def sources_export(ctx: click.Context, file: Path | None) -> None:
+    """Write the configured sources as OPML to FILE (or print it)."""
+    from .sources import export_opml
+
+    text = export_opml(_settings(ctx))
+    if file is None:
+        click.echo(text, nl=False)
+    else:
+        file.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {file}")
 
 
 @cli.command()

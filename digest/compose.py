@@ -86,7 +86,8 @@ def compose(
 ) -> Edition:
     """Choose, order and group the period's articles into an edition."""
     aliases = dict(cfg.aliases)
-    in_window = [a for a in candidates if period.start <= a.published_at < period.end]
+    in_window = [a for a in candidates
+                 if a.pinned or period.start <= a.published_at < period.end]
     ordered = _newest_first(in_window)
     lead = choose_lead(ordered)
     kept = ordered[: cfg.max_articles]

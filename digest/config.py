@@ -54,6 +54,18 @@ class SourceConfig:
 
     name: str
     url: str
+    enrich: bool = False  # read article pages for items that lack an image or a dek
+    timeout: float | None = None  # None: [gather] timeout
+    section: str | None = None  # the category of items that name none
+
+
+@dataclass(frozen=True)
+class GatherConfig:
+    """How sources are fetched."""
+
+    concurrency: int = 8
+    timeout: float = 20.0
+    max_bytes: int = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,7 @@ class Settings:
     smtp: SmtpConfig
     web: WebConfig
     theme: ThemeConfig = field(default_factory=ThemeConfig)
+    gather: GatherConfig = field(default_factory=GatherConfig)
     schedule: ScheduleConfig | None = None
     warnings: tuple[str, ...] = ()
     # Only the demo sets this; everywhere else the secret comes from the environment.
@@ -229,8 +242,22 @@ def parse_config(text: str, path: Path) -> Settings:
             src_t.fail("name", f"another source is already called {name!r}; names must be unique")
         seen_names.add(name)
         url = src_t.text("url", required=True)
-        sources.append(SourceConfig(name=name, url=_resolve_source_url(url, base, src_t)))
+        sources.append(SourceConfig(
+            name=name,
+            url=_resolve_source_url(url, base, src_t),
+            enrich=src_t.boolean("enrich", default=False),
+            timeout=src_t.number("timeout", default=None, minimum=0.1),
+            section=src_t.text("section"),
+        ))
         src_t.finish()
+
+    ga_t = root.table("gather")
+    gather = GatherConfig(
+        concurrency=ga_t.integer("concurrency", default=8, minimum=1, maximum=100),
+        timeout=ga_t.number("timeout", default=20.0, minimum=0.1),
+        max_bytes=int(ga_t.number("max_body_mb", default=10.0, minimum=0.01) * 1024 * 1024),
+    )
+    ga_t.finish()
 
     dg_t = root.table("digest")
     templates = dg_t.text("templates")
@@ -317,6 +344,7 @@ def parse_config(text: str, path: Path) -> Settings:
         smtp=smtp,
         web=web,
         theme=theme,
+        gather=gather,
         schedule=schedule,
         warnings=tuple(warnings),
     )
@@ -494,7 +522,15 @@ class _Table:
         self._bounds(key, value, minimum, maximum)
         return int(value)
 
-    def number(self, key: str, *, default: float, minimum: float | None = None) -> float:
+    def boolean(self, key: str, *, default: bool) -> bool:
+        value = self._get(key, False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(key, f"expected true or false, got {_kind(value)}")
+        return bool(value)
+
+    def number(self, key: str, *, default: Any, minimum: float | None = None) -> Any:
         value = self._get(key, False)
         if value is None:
             return default

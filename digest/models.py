@@ -109,6 +109,9 @@ class Source(Base):
     fetched_at: Mapped[datetime | None]
     status: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
+    # Once a feed has told items apart by #fragment, fragments stay part of its articles'
+    # identity, so a later run that lists one item of a page does not merge it with the page.
+    keep_fragments: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     articles: Mapped[list[Article]] = relationship(back_populates="source")

@@ -154,11 +154,15 @@ def html_to_text(fragment: str) -> str:
     return maker.text()
 
 
-def plain_text(value: str | None) -> str:
-    """A single line of plain text from something that may hold tags or entities (a title)."""
+def plain_text(value: str | None, *, is_html: bool | None = None) -> str:
+    """A single line of plain text from a value (a title, a name).
+
+    ``is_html`` says whether the value is markup; None guesses from its characters.
+    Text that is not markup is never parsed as such: "3 <5" stays "3 <5".
+    """
     if not value:
         return ""
-    if "<" in value or "&" in value:
+    if is_html or (is_html is None and ("<" in value or "&" in value)):
         value = html_to_text(value) if "<" in value else html.unescape(value)
     return re.sub(r"\s+", " ", value).strip()
 

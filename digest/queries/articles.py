@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Exists, select
+from sqlalchemy import Exists, and_, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from .. import domain
@@ -28,11 +28,31 @@ _COMPARED = ("title", "summary_html", "summary_text", "author", "category", "ima
              "image_credit")
 
 
+def find(session: Session, url: str) -> Article | None:
+    """The article stored under this canonical URL."""
+    return session.scalar(select(Article).where(Article.url == url))
+
+
 def upsert_article(
-    session: Session, draft: domain.ArticleDraft, source_id: int | None, now: datetime
-) -> Upsert:
-    """Store a draft under its canonical URL: insert it, update it in place, or leave it."""
-    row = session.scalar(select(Article).where(Article.url == draft.url))
+    session: Session,
+    draft: domain.ArticleDraft,
+    source_id: int | None,
+    now: datetime,
+    *,
+    note: str | None = None,
+) -> tuple[Upsert, int]:
+    """Store a draft under its canonical URL: insert it, update it in place, or leave it.
+
+    An item whose link changed but whose GUID (unique in its feed) did not is the same
+    article: it is found by (source, GUID) and its URL updated, never duplicated.
+    """
+    row = find(session, draft.url)
+    if row is None and draft.guid and source_id is not None:
+        row = session.scalar(
+            select(Article).where(Article.source_id == source_id, Article.guid == draft.guid)
+        )
+        if row is not None:
+            row.url, row.changed_at = draft.url, now
     if row is None:
         session.add(Article(
             url=draft.url,
@@ -51,9 +71,12 @@ def upsert_article(
             updated_at=draft.updated_at,
             first_seen_at=now,
             changed_at=now,
+            note=note,
         ))
         session.flush()
-        return Upsert.NEW
+        stored = find(session, draft.url)
+        assert stored is not None
+        return Upsert.NEW, stored.id
     changed = False
     for name in _COMPARED:
         new = getattr(draft, name)
@@ -68,10 +91,47 @@ def upsert_article(
         changed = True
     if draft.updated_at is not None and row.updated_at != draft.updated_at:
         row.updated_at = draft.updated_at
+    if note:
+        row.note = note
     if changed:
         row.changed_at = now
-        return Upsert.UPDATED
-    return Upsert.UNCHANGED
+        return Upsert.UPDATED, row.id
+    return Upsert.UNCHANGED, row.id
+
+
+def fill_missing(session: Session, article_id: int, *, image_url: str | None,
+                 summary_html: str, summary_text: str, author: str | None,
+                 category: str | None, now: datetime) -> bool:
+    """Complete an article from its page (enrichment): only empty fields are filled."""
+    row = session.get_one(Article, article_id)
+    changed = False
+    for name, value in (("image_url", image_url), ("summary_html", summary_html),
+                        ("summary_text", summary_text), ("author", author),
+                        ("category", category)):
+        if value and not getattr(row, name):
+            setattr(row, name, value)
+            changed = True
+    if changed:
+        row.changed_at = now
+    return changed
+
+
+def set_flag(session: Session, url: str, *, pinned: bool | None = None,
+             excluded: bool | None = None) -> Article | None:
+    """Pin, exclude or include the article with this URL; pinning unpins every other."""
+    row = find(session, url)
+    if row is None:
+        return None
+    if pinned is not None:
+        if pinned:
+            session.execute(update(Article).where(Article.pinned.is_(True),
+                                                  Article.id != row.id).values(pinned=False))
+        row.pinned = pinned
+    if excluded is not None:
+        row.excluded = excluded
+        if excluded:
+            row.pinned = False
+    return row
 
 
 def _featured() -> Exists:
@@ -98,13 +158,14 @@ def list_articles(
 
 
 def candidates(session: Session, since: datetime, until: datetime) -> list[domain.Article]:
-    """Articles an edition for [since, until) may feature: not excluded, not featured before."""
+    """Articles an edition for [since, until) may feature: published in the window (or
+    pinned by an editor), not excluded, not featured before."""
+    in_window = and_(Article.published_at >= since, Article.published_at < until)
     rows = session.execute(
         select(Article, Source.name)
         .outerjoin(Source, Source.id == Article.source_id)
         .where(
-            Article.published_at >= since,
-            Article.published_at < until,
+            or_(in_window, Article.pinned.is_(True)),
             Article.excluded.is_(False),
             ~_featured(),
         )

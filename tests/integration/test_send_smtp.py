@@ -173,3 +173,19 @@ def test_dry_run_builds_everything_and_sends_nothing(ready: Context, smtp_sink: 
     assert smtp_sink.received == []
     with ready.db.reader() as session:
         assert session.query(Delivery).count() == 0
+
+
+def test_an_updated_article_stays_featured(ready: Context, smtp_sink: SmtpSink,
+                                           feed_server: FeedServer) -> None:
+    from digest.compose import explicit_period
+
+    editions.send(ready, _period(ready), SMTPTransport(ready.settings.smtp))
+    route = feed_server.routes["/feed"]
+    feed_server.routes["/feed"] = Route(route.body.replace(b"Yemen's forgotten ports",
+                                                           b"Yemen's forgotten ports, revisited"))
+    report = gather(ready.settings, ready.db)
+    assert report.sources[0].updated == 1 and report.new == 0
+    week = _period(ready)
+    outcome = editions.send(ready, explicit_period(week.start, week.end, ready.settings.timezone),
+                            SMTPTransport(ready.settings.smtp))
+    assert outcome.state == editions.SendState.NOTHING_NEW

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-25 07:51:03.298562
+Create Date: 2026-11-25
 """
 
 from alembic import op
@@ -47,6 +47,7 @@ def upgrade() -> None:
     sa.Column('fetched_at', sa.DateTime(), nullable=True),
     sa.Column('status', sa.String(length=32), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('keep_fragments', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sources')),
     sa.UniqueConstraint('name', name=op.f('uq_sources_name'))
