@@ -19,6 +19,7 @@ import click
 
 from . import __version__, editions, subscribers
 from .app import Context
+from .check import CheckReport
 from .compose import explicit_period, weekly_period
 from .config import Settings, load_config
 from .deliver.smtp import SMTPTransport
@@ -79,6 +80,39 @@ def _period(app: Context, since: date | datetime | None, until: date | datetime 
         return explicit_period(since, until, settings.timezone)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def period_options(func: F) -> F:
+    """--since/--until: another period than the current ISO week."""
+    func = click.option("--until", type=DATE,
+                        help="end of the period (a date counts whole)")(func)
+    return click.option("--since", type=DATE,
+                        help="start of the period (date or date-time)")(func)
+
+
+def intro_options(func: F) -> F:
+    """--intro/--intro-file: the editor's intro in Markdown (default: [digest] intro_file)."""
+    func = click.option("--intro-file", type=click.Path(dir_okay=False, path_type=Path),
+                        help="read the intro (Markdown) from this file")(func)
+    return click.option("--intro", help="the editor's intro, in Markdown")(func)
+
+
+def _intro(intro: str | None, intro_file: Path | None) -> str | None:
+    if intro is not None and intro_file is not None:
+        raise click.UsageError("--intro and --intro-file go one at a time")
+    if intro_file is not None:
+        try:
+            return intro_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DigestError(f"cannot read the intro file {intro_file}: {exc}") from None
+    return intro
+
+
+def _print_check(report: CheckReport | None, *, errors: bool = True) -> None:
+    if report is None:
+        return
+    for finding in (report.errors if errors else []) + report.warnings:
+        click.echo(f"  {finding.level}: {finding.message}", err=True)
 
 
 def _json_default(value: Any) -> Any:
@@ -271,18 +305,18 @@ def sources_export(ctx: click.Context, file: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--since", type=DATE, help="start of the period (date or date-time)")
-@click.option("--until", type=DATE, help="end of the period (a date counts whole)")
+@period_options
+@intro_options
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("preview"), show_default=True, help="folder to write into")
 @click.option("--open", "open_browser", is_flag=True, help="open digest.html in a browser")
 @click.pass_context
 def preview(ctx: click.Context, since: date | datetime | None, until: date | datetime | None,
-            out: Path, open_browser: bool) -> None:
+            intro: str | None, intro_file: Path | None, out: Path, open_browser: bool) -> None:
     """Compose and render the coming edition without sending it."""
     app = _context(ctx)
     period = _period(app, since, until)
-    files = editions.preview(app, period, out)
+    files = editions.preview(app, period, out, intro=_intro(intro, intro_file))
     if files is None:
         click.echo(f"Nothing to preview for {period.key}: no article of the window that was "
                    "not featured already.")
@@ -356,25 +390,61 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
 
 
 @cli.command()
-@click.option("--since", type=DATE, help="start of another period (date or date-time)")
-@click.option("--until", type=DATE, help="end of that period (a date counts whole)")
+@period_options
+@intro_options
+@click.option("--skip-link-check", is_flag=True,
+              help="do not ask the article links whether they answer")
+@click.pass_context
+def check(ctx: click.Context, since: date | datetime | None, until: date | datetime | None,
+          intro: str | None, intro_file: Path | None, skip_link_check: bool) -> None:
+    """Run the pre-flight check on the coming edition (errors block a send)."""
+    app = _context(ctx)
+    period = _period(app, since, until)
+    app.signer  # noqa: B018 - a missing secret is reported before the work
+    prepared = editions.prepare(app, period, intro=_intro(intro, intro_file))
+    if prepared is None:
+        click.echo(f"Nothing to check for {period.key}: no article of the window that was "
+                   "not featured already.")
+        return
+    report = editions.preflight(app, prepared, links=not skip_link_check)
+    for finding in report.findings:
+        click.echo(f"{finding.level}: {finding.message}")
+    size = len(prepared.rendered.html.encode()) / 1024
+    click.echo(f"Edition {period.key}: {len(prepared.plan.articles)} articles, "
+               f"{size:.0f} KB of HTML; {len(report.errors)} errors, "
+               f"{len(report.warnings)} warnings")
+    if prepared.thin:
+        click.echo(f"Fewer than min_articles ({app.settings.digest.min_articles}): the send "
+                   f"would {app.settings.digest.thin_policy} it.")
+    if report.errors:
+        ctx.exit(1)
+
+
+@cli.command()
+@period_options
+@intro_options
 @click.option("--to", "to", metavar="EMAIL", help="send one [TEST] copy to EMAIL only")
 @click.option("--dry-run", is_flag=True, help="build every message, send none, record nothing")
+@click.option("--skip-link-check", is_flag=True,
+              help="do not ask the article links whether they answer")
 @click.option("--json", "as_json", is_flag=True, help="print a machine-readable report")
 @click.pass_context
 def send(ctx: click.Context, since: date | datetime | None, until: date | datetime | None,
-         to: str | None, dry_run: bool, as_json: bool) -> None:
+         intro: str | None, intro_file: Path | None, to: str | None, dry_run: bool,
+         skip_link_check: bool, as_json: bool) -> None:
     """Compose the period's edition and deliver it to every confirmed subscriber."""
     app = _context(ctx)
     period = _period(app, since, until)
+    text = _intro(intro, intro_file)
     if dry_run:
-        outcome = editions.dry_run(app, period)
+        outcome = editions.dry_run(app, period, intro=text)
     else:
         transport = SMTPTransport(app.settings.smtp, app.settings.smtp_password())
         if to:
-            outcome = editions.send_test(app, period, to, transport)
+            outcome = editions.send_test(app, period, to, transport, intro=text)
         else:
-            outcome = editions.send(app, period, transport)
+            outcome = editions.send(app, period, transport, intro=text,
+                                    check_links=not skip_link_check)
     _report_send(outcome, as_json, dry_run=dry_run, test=bool(to))
     if outcome.state == editions.SendState.INCOMPLETE:
         ctx.exit(3)
@@ -396,6 +466,17 @@ def _report_send(outcome: editions.SendOutcome, as_json: bool, *, dry_run: bool,
         })
         return
     State = editions.SendState
+    _print_check(outcome.check, errors=False)
+    if outcome.state == State.THIN_SKIPPED:
+        click.echo(f"Edition {outcome.period} would have {outcome.articles} articles, fewer "
+                   "than [digest] min_articles; skipped (thin_policy = \"skip\"), nothing sent.")
+        return
+    if outcome.state == State.HELD:
+        told = ", ".join(outcome.notified) or "nobody (no [publication] editors configured)"
+        click.echo(f"Edition {outcome.period} has only {outcome.articles} articles; it is "
+                   f"prepared and held (thin_policy = \"hold\"). Editors told: {told}.\n"
+                   f"Send it anyway with `digest editions approve {outcome.edition_id}`.")
+        return
     if outcome.state == State.NOTHING_NEW:
         click.echo(f"Nothing to send for {outcome.period}: no article of the window that was "
                    "not featured in an edition already.")
@@ -404,7 +485,8 @@ def _report_send(outcome: editions.SendOutcome, as_json: bool, *, dry_run: bool,
         click.echo(f"Edition {outcome.period} was already sent; nothing sent again.")
         return
     if outcome.state == State.NOT_SENDABLE:
-        click.echo(f"Edition {outcome.period} is not being sent (held, paused or cancelled).")
+        click.echo(f"Edition {outcome.period} is {outcome.status}, not being sent "
+                   f"(`digest editions show {outcome.edition_id}`).")
         return
     label = "Dry run of" if dry_run else ("Test copy of" if test else "Edition")
     click.echo(f"{label} {outcome.period}: {outcome.subject!r}")
@@ -438,6 +520,22 @@ def demo(out: Path) -> None:
                      report.preview.mjml):
             click.echo(f"  {path}")
     click.echo(f"Database: {report.folder / 'digest.db'}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8000, show_default=True, type=int, help="port to listen on")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """Run the web app: subscribe, confirm, unsubscribe, preferences, archive, and
+    /preview for local editors."""
+    from .web import serve as run_server
+
+    app = _context(ctx)
+    app.signer  # noqa: B018 - the app signs and checks tokens: the secret must be there
+    click.echo(f"digest web app on http://{host}:{port}/ (preview: /preview, from this "
+               "machine only)")
+    run_server(app, host, port)
 
 
 @cli.command()

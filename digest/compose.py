@@ -90,16 +90,28 @@ def compose(
                  if a.pinned or period.start <= a.published_at < period.end]
     ordered = _newest_first(in_window)
     lead = choose_lead(ordered)
-    kept = ordered[: cfg.max_articles]
-    if lead is not None and lead not in kept:
-        kept = [lead, *kept[: cfg.max_articles - 1]]
-    rest = [a for a in kept if a is not lead]
 
     def name_of(article: Article) -> str:
         name = section_of(article.category, aliases)
         if cfg.sections and name not in cfg.sections:
             return MORE
         return name or MORE
+
+    # The newest articles, at most per_section of each section and max_articles in all
+    # (the lead included, and not counted against its section).
+    kept = [lead] if lead is not None else []
+    per_section: dict[str, int] = {}
+    for article in ordered:
+        if len(kept) >= cfg.max_articles:
+            break
+        if article is lead:
+            continue
+        name = name_of(article)
+        if cfg.per_section and per_section.get(name, 0) >= cfg.per_section:
+            continue
+        per_section[name] = per_section.get(name, 0) + 1
+        kept.append(article)
+    rest = kept[1:] if lead is not None else kept
 
     groups: dict[str, list[Article]] = {}
     for article in rest:
@@ -110,7 +122,7 @@ def compose(
     else:
         # The order in which sections first appear, reading the newest articles (the lead
         # included) first.
-        seen = dict.fromkeys(name_of(a) for a in kept)
+        seen = dict.fromkeys(name_of(a) for a in _newest_first(kept))
         order = [s for s in seen if s in groups and s != MORE]
     if MORE in groups and MORE not in order:
         order.append(MORE)

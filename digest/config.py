@@ -27,6 +27,8 @@ CONFIG_ENV = "DIGEST_CONFIG"
 MIN_SECRET_LENGTH = 16
 
 Security = Literal["none", "starttls", "ssl"]
+ThinPolicy = Literal["skip", "hold", "send"]
+SUBJECT_FIELDS = ("{publication}", "{date}", "{lead}")
 T = TypeVar("T")
 
 
@@ -78,6 +80,11 @@ class DigestConfig:
     # category (or glob pattern such as "* | Middle East") → section name
     aliases: tuple[tuple[str, str], ...] = ()
     templates: Path | None = None
+    per_section: int = 0  # at most this many articles per section (0: no cap)
+    min_articles: int = 1  # below this, thin_policy decides
+    thin_policy: ThinPolicy = "skip"
+    subject: str = "{publication}: {lead}"
+    intro_file: Path | None = None  # Markdown; read at each preview and send
 
 
 @dataclass(frozen=True)
@@ -261,15 +268,26 @@ def parse_config(text: str, path: Path) -> Settings:
 
     dg_t = root.table("digest")
     templates = dg_t.text("templates")
+    intro_file = dg_t.text("intro_file")
     digest = DigestConfig(
         window_days=dg_t.integer("window_days", default=7, minimum=1, maximum=366),
         max_articles=dg_t.integer("max_articles", default=20, minimum=1, maximum=200),
         sections=tuple(dg_t.each("sections", dg_t.text_value)),
         aliases=tuple(dg_t.mapping("aliases").items()),
         templates=(base / templates) if templates else None,
+        per_section=dg_t.integer("per_section", default=0, minimum=0, maximum=200),
+        min_articles=dg_t.integer("min_articles", default=1, minimum=1, maximum=200),
+        thin_policy=dg_t.choice("thin_policy", ("skip", "hold", "send"),  # type: ignore[arg-type]
+                                default="skip"),
+        subject=dg_t.text("subject", default="{publication}: {lead}"),
+        intro_file=(base / intro_file) if intro_file else None,
     )
     if digest.templates is not None and not digest.templates.is_dir():
         dg_t.fail("templates", f"folder {digest.templates} does not exist")
+    unknown_fields = set(re.findall(r"\{[^}]*\}", digest.subject)) - set(SUBJECT_FIELDS)
+    if unknown_fields:
+        dg_t.fail("subject", f"unknown field {sorted(unknown_fields)[0]} "
+                  f"(the subject may use {', '.join(SUBJECT_FIELDS)})")
     dg_t.finish()
 
     smtp_t = root.table("smtp")
@@ -318,6 +336,16 @@ def parse_config(text: str, path: Path) -> Settings:
         logo_width=th_t.integer("logo_width", default=defaults.logo_width, minimum=20,
                                 maximum=600),
     )
+    for key, fg, bg, where in (
+        ("text_color", theme.text_color, "#ffffff", "on the white page"),
+        ("brand_color", theme.brand_color, "#ffffff", "for links and labels on the white page"),
+        ("background_color", MUTED_TEXT, theme.background_color,
+         f"behind the footer's {MUTED_TEXT} text"),
+    ):
+        ratio = contrast_ratio(fg, bg)
+        if ratio < MIN_CONTRAST:
+            th_t.fail(key, f"{fg} on {bg} has a contrast of {ratio:.2f}:1 {where}; "
+                      f"readable text needs at least {MIN_CONTRAST}:1")
     th_t.finish()
 
     web_t = root.table("web")
@@ -348,6 +376,22 @@ def parse_config(text: str, path: Path) -> Settings:
         schedule=schedule,
         warnings=tuple(warnings),
     )
+
+
+MIN_CONTRAST = 4.5
+MUTED_TEXT = "#555555"  # bylines and the footer, as the templates write them
+
+
+def _luminance(color: str) -> float:
+    channels = [int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast_ratio(foreground: str, background: str) -> float:
+    """The WCAG 2 contrast ratio of two #rrggbb colours (1 to 21)."""
+    a, b = sorted((_luminance(foreground), _luminance(background)), reverse=True)
+    return (a + 0.05) / (b + 0.05)
 
 
 def _resolve_database_url(url: str, base: Path) -> str:

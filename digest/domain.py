@@ -28,6 +28,8 @@ class ArticleDraft:
     image_credit: str | None = None
     published_at: datetime | None = None
     updated_at: datetime | None = None
+    image_width: int | None = None  # as declared by the feed or page, when it says
+    image_height: int | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Article:
     published_at: datetime
     source: str | None = None
     pinned: bool = False
+    image_width: int | None = None
+    image_height: int | None = None
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,19 @@ from sqlalchemy.exc import IntegrityError
 
 from . import domain
 from .app import Context
+from .check import CheckReport, check_edition, check_links
 from .compose import compose
 from .deliver.message import MessageTemplate, OutgoingMessage, Recipient, message_id
+from .deliver.notify import notify_editors
 from .deliver.run import Job, Result, RunReport, Transport, deliver
 from .deliver.smtp import MemoryTransport
+from .errors import EditionError
 from .models import DeliveryStatus, Edition, EditionStatus, SubscriberStatus
 from .queries import articles as article_queries
 from .queries import deliveries as delivery_queries
 from .queries import editions as edition_queries
 from .queries import subscribers as subscriber_queries
-from .render import render_edition
+from .render import intro_from_markdown, render_edition
 from .subscribers import normalise
 
 SAMPLE_ADDRESS = "reader@example.com"
@@ -42,18 +45,66 @@ class Prepared:
 
     plan: domain.Edition
     rendered: domain.RenderedEdition
+    intro: str  # the Markdown it was rendered with
+    thin: bool  # fewer articles than [digest] min_articles
 
 
-def prepare(ctx: Context, period: domain.Period) -> Prepared | None:
+def intro_source(ctx: Context, intro: str | None = None) -> str:
+    """The editor's intro: the given Markdown, else [digest] intro_file (if it exists)."""
+    if intro is not None:
+        return intro
+    path = ctx.settings.digest.intro_file
+    if path is None or not path.exists():
+        return ""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EditionError(f"cannot read the intro file {path}: {exc}") from None
+
+
+def prepare(ctx: Context, period: domain.Period, *, intro: str | None = None) -> Prepared | None:
     """Compose and render the period's edition from articles not yet featured; None when
     there is nothing new to send."""
     with ctx.db.reader() as session:
         candidates = article_queries.candidates(session, period.start, period.end)
-    plan = compose(candidates, ctx.settings.digest, period)
+    source = intro_source(ctx, intro)
+    intro_html, intro_text = intro_from_markdown(source)
+    plan = compose(candidates, ctx.settings.digest, period, intro_html=intro_html,
+                   intro_text=intro_text)
     if plan.is_empty:
         return None
     rendered = render_edition(plan, ctx.settings, ctx.templates, now=ctx.now())
-    return Prepared(plan, rendered)
+    thin = len(plan.articles) < ctx.settings.digest.min_articles
+    return Prepared(plan, rendered, source, thin)
+
+
+def sample_recipient(ctx: Context, nonce: str) -> Recipient:
+    """Who a preview is addressed to: the first confirmed subscriber, else a sample address."""
+    with ctx.db.reader() as session:
+        first = subscriber_queries.first_confirmed(session)
+        sub_id, email, name, key = (
+            (first.id, first.email, first.name, first.email_key) if first is not None
+            else (0, SAMPLE_ADDRESS, None, SAMPLE_ADDRESS)
+        )
+    return Recipient(email, name, ctx.personal_links(sub_id, email, key),
+                     message_id(nonce, sub_id, ctx.settings.publication.domain))
+
+
+def preflight(ctx: Context, prepared: Prepared, *, links: bool = True) -> CheckReport:
+    """The pre-flight check of a prepared edition (see digest.check)."""
+    recipient = sample_recipient(ctx, prepared.rendered.nonce)
+    message = MessageTemplate(prepared.rendered, ctx.settings.publication).build(
+        recipient, date=ctx.now())
+    report = check_edition(prepared.plan, prepared.rendered, message.data, recipient.personal)
+    if links:
+        check_links(prepared.plan, report)
+    with ctx.db.reader() as session:
+        last = edition_queries.last_sent(session)
+    if prepared.intro.strip() and last is not None and last.intro.strip() == (
+            prepared.intro.strip()):
+        report.add("warning", "intro", f"the intro is the same as edition {last.period}'s; "
+                   "update the intro file or remove it")
+    return report
 
 
 def stored_rendering(row: Edition) -> domain.RenderedEdition:
@@ -80,24 +131,14 @@ class PreviewFiles:
     articles: int
 
 
-def preview(ctx: Context, period: domain.Period, out: Path) -> PreviewFiles | None:
+def preview(ctx: Context, period: domain.Period, out: Path, *,
+            intro: str | None = None) -> PreviewFiles | None:
     """Write digest.html, digest.txt, digest.eml and digest.mjml for the coming edition."""
     ctx.signer  # noqa: B018 - a missing secret fails here, before any work is done
-    prepared = prepare(ctx, period)
+    prepared = prepare(ctx, period, intro=intro)
     if prepared is None:
         return None
-    with ctx.db.reader() as session:
-        first = subscriber_queries.first_confirmed(session)
-        if first is not None:
-            recipient = Recipient(first.email, first.name,
-                                  ctx.personal_links(first.id, first.email, first.email_key),
-                                  message_id(prepared.rendered.nonce, first.id,
-                                             ctx.settings.publication.domain))
-        else:
-            recipient = Recipient(SAMPLE_ADDRESS, None,
-                                  ctx.personal_links(0, SAMPLE_ADDRESS, SAMPLE_ADDRESS),
-                                  message_id(prepared.rendered.nonce, 0,
-                                             ctx.settings.publication.domain))
+    recipient = sample_recipient(ctx, prepared.rendered.nonce)
     rendered = prepared.rendered
     message = MessageTemplate(rendered, ctx.settings.publication).build(recipient, date=ctx.now())
     out.mkdir(parents=True, exist_ok=True)
@@ -126,6 +167,8 @@ class SendState(StrEnum):
     COMPLETE = "complete"  # every delivery is final (some may have failed permanently)
     INCOMPLETE = "incomplete"  # deliveries remain owed (deferred past the retry window)
     NOT_SENDABLE = "not_sendable"  # held, paused or cancelled: an operator must act
+    THIN_SKIPPED = "thin_skipped"  # fewer than min_articles; thin_policy = "skip"
+    HELD = "held"  # fewer than min_articles; thin_policy = "hold": prepared, editors told
 
 
 @dataclass
@@ -140,6 +183,10 @@ class SendOutcome:
     run: RunReport | None = None
     counts: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
+    check: CheckReport | None = None
+    articles: int = 0
+    status: str | None = None  # the edition's status when it is not being sent
+    notified: list[str] = field(default_factory=list)
 
 
 def _sender_id() -> str:
@@ -153,26 +200,57 @@ def send(
     *,
     stop: threading.Event | None = None,
     on_batch: Callable[[RunReport], None] | None = None,
+    intro: str | None = None,
+    check_links: bool = True,
 ) -> SendOutcome:
     """Create the period's edition (or continue the unfinished one) and deliver it to every
-    confirmed subscriber still owed it."""
+    confirmed subscriber still owed it.
+
+    A new edition first passes the pre-flight check (errors block it) and the thin-week
+    rule ([digest] min_articles and thin_policy).
+    """
     ctx.signer  # noqa: B018 - a missing secret fails here, before anything is stored
     with ctx.db.reader() as session:
         existing = edition_queries.get_by_period(session, period.key)
         existing_id = existing.id if existing else None
     resumed = existing is not None
     enqueued = 0
+    report: CheckReport | None = None
     if existing is None:
-        prepared = prepare(ctx, period)
+        prepared = prepare(ctx, period, intro=intro)
         if prepared is None:
             return SendOutcome(SendState.NOTHING_NEW, period.key)
+        report = preflight(ctx, prepared, links=check_links)
+        if report.errors:
+            raise EditionError(
+                f"edition {period.key} failed the pre-flight check; nothing was sent:\n  "
+                + "\n  ".join(f.message for f in report.errors),
+                hint="`digest check` shows every finding; `digest preview` writes the edition",
+            )
+        count = len(prepared.plan.articles)
+        policy = ctx.settings.digest.thin_policy
+        if prepared.thin and policy == "skip":
+            return SendOutcome(SendState.THIN_SKIPPED, period.key,
+                               subject=prepared.rendered.subject, check=report, articles=count)
+        held = prepared.thin and policy == "hold"
         try:
             with ctx.db.session() as session:
-                row = edition_queries.create_edition(session, prepared.plan, prepared.rendered,
-                                                     now=ctx.now(), status=EditionStatus.SENDING)
-                edition_queries.set_status(session, row, EditionStatus.SENDING, ctx.now())
-                enqueued = delivery_queries.enqueue(session, row.id, ctx.now())
+                row = edition_queries.create_edition(
+                    session, prepared.plan, prepared.rendered, intro=prepared.intro,
+                    now=ctx.now(),
+                    status=EditionStatus.PREPARED if held else EditionStatus.SENDING)
+                if not held:
+                    edition_queries.set_status(session, row, EditionStatus.SENDING, ctx.now())
+                    enqueued = delivery_queries.enqueue(session, row.id, ctx.now())
                 existing_id = row.id
+            if held:
+                notified = notify_editors(
+                    ctx.settings.publication, transport,
+                    f"[digest] Edition {period.key} is held: {count} articles",
+                    _held_notice(ctx, period.key, existing_id, count), date=ctx.now())
+                return SendOutcome(SendState.HELD, period.key, existing_id,
+                                   prepared.rendered.subject, check=report, articles=count,
+                                   notified=notified)
         except IntegrityError:
             # Another process created this period's edition meanwhile: continue that one.
             with ctx.db.reader() as session:
@@ -190,7 +268,7 @@ def send(
             # Subscribers who confirmed since the edition was enqueued are owed it too.
             enqueued = delivery_queries.enqueue(session, current.id, ctx.now())
     outcome = SendOutcome(SendState.COMPLETE, period.key, existing_id, subject, enqueued,
-                          resumed=resumed)
+                          resumed=resumed, check=report, status=status)
     if status == EditionStatus.SENT:
         outcome.state = SendState.ALREADY_SENT
     elif status != EditionStatus.SENDING:
@@ -207,6 +285,17 @@ def send(
     with ctx.db.reader() as session:
         outcome.counts = delivery_queries.counts(session, existing_id)
     return outcome
+
+
+def _held_notice(ctx: Context, period: str, edition_id: int, count: int) -> str:
+    cfg = ctx.settings.digest
+    return (
+        f"Edition {period} of {ctx.settings.publication.name} has {count} "
+        f"article{'s' if count != 1 else ''}, fewer than min_articles = {cfg.min_articles}, "
+        f"so it was prepared and held (thin_policy = \"hold\"). Nothing was sent.\n\n"
+        f"To send it as it is:  digest editions approve {edition_id}\n"
+        f"To look at it first:  digest preview\n"
+    )
 
 
 def _builder(
@@ -229,7 +318,7 @@ def _builder(
 # -- test sends and dry runs -------------------------------------------------------------------
 
 def send_test(ctx: Context, period: domain.Period, address: str,
-              transport: Transport) -> SendOutcome:
+              transport: Transport, *, intro: str | None = None) -> SendOutcome:
     """Send one copy marked [TEST] to ``address``; the ledger is not touched."""
     ctx.signer  # noqa: B018 - a missing secret fails here, before any work is done
     target = normalise(address)
@@ -239,7 +328,7 @@ def send_test(ctx: Context, period: domain.Period, address: str,
         known = subscriber_queries.get_by_key(session, target.key)
         sub_id = known.id if known else 0
     if rendered is None:
-        prepared = prepare(ctx, period)
+        prepared = prepare(ctx, period, intro=intro)
         if prepared is None:
             return SendOutcome(SendState.NOTHING_NEW, period.key)
         rendered = prepared.rendered
@@ -251,7 +340,7 @@ def send_test(ctx: Context, period: domain.Period, address: str,
     return SendOutcome(state, period.key, None, subject, 1, run)
 
 
-def dry_run(ctx: Context, period: domain.Period) -> SendOutcome:
+def dry_run(ctx: Context, period: domain.Period, *, intro: str | None = None) -> SendOutcome:
     """Compose, render and build every message the send would, without sending or recording."""
     ctx.signer  # noqa: B018 - a missing secret fails here, before any work is done
     with ctx.db.reader() as session:
@@ -260,7 +349,7 @@ def dry_run(ctx: Context, period: domain.Period) -> SendOutcome:
             return SendOutcome(SendState.ALREADY_SENT, period.key, row.id, row.subject)
         rendered = stored_rendering(row) if row is not None else None
     if rendered is None:
-        prepared = prepare(ctx, period)
+        prepared = prepare(ctx, period, intro=intro)
         if prepared is None:
             return SendOutcome(SendState.NOTHING_NEW, period.key)
         rendered = prepared.rendered

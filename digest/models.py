@@ -136,6 +136,8 @@ class Article(Base):
     category: Mapped[str | None] = mapped_column(Text)
     image_url: Mapped[str | None] = mapped_column(Text)
     image_credit: Mapped[str | None] = mapped_column(Text)
+    image_width: Mapped[int | None] = mapped_column(Integer)
+    image_height: Mapped[int | None] = mapped_column(Integer)
     # When the feed gave no date, published_at is the time digest first saw the item.
     published_at: Mapped[datetime] = mapped_column(index=True)
     published_estimated: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -21,16 +21,16 @@ from typing import Any
 import jinja2
 import markupsafe
 import mjml
+from markdown_it import MarkdownIt
 from mjml.elements._base import BodyComponent
 
 from .compose import section_of
 from .config import Publication, Settings
 from .domain import Article, Edition, Personal, RenderedEdition
 from .errors import TemplateError
-from .gather.clean import excerpt
+from .gather.clean import excerpt, html_to_text, sanitize_html
 
 PACKAGED_TEMPLATES = Path(__file__).with_name("email_templates")
-DEFAULT_SUBJECT = "{publication}: {lead}"
 TEXT_WIDTH = 78
 PREHEADER_CHARS = 110
 
@@ -152,9 +152,20 @@ def _date_label(when: datetime, tz: tzinfo) -> str:
     return f"{local.day} {local:%B %Y}"
 
 
+CARD_IMAGE_WIDTH = 180
+
+
+def _height(article: Article, width: int) -> int | None:
+    """The image's height at ``width``, when the feed declared its size."""
+    if article.image_width and article.image_height:
+        return max(1, round(width * article.image_height / article.image_width))
+    return None
+
+
 def _article_view(article: Article, tz: tzinfo) -> dict[str, Any]:
     local = article.published_at.astimezone(tz)
     return {
+        "card_height": _height(article, CARD_IMAGE_WIDTH),
         "id": article.id,
         "url": article.url,
         "title": article.title,
@@ -176,13 +187,12 @@ def render_edition(
     *,
     now: datetime,
     nonce: str | None = None,
-    subject_template: str = DEFAULT_SUBJECT,
 ) -> RenderedEdition:
     """Render an edition once: subject, preheader, MJML, HTML and text, with markers."""
     nonce = nonce or secrets.token_hex(8)
     tz = settings.timezone
     date = _date_label(edition.period.end if edition.period.end <= now else now, tz)
-    subject = make_subject(subject_template, settings.publication, edition, date)
+    subject = make_subject(settings.digest.subject, settings.publication, edition, date)
     links = Links(
         archive_url=f"{settings.web.base_url}/archive/{edition.period.key}",
         subscribe_url=f"{settings.web.base_url}/subscribe",
@@ -227,6 +237,20 @@ def render_edition(
         archive_url=links.archive_url,
         article_urls=tuple(a.url for a in edition.articles),
     )
+
+
+def intro_from_markdown(source: str) -> tuple[str, str]:
+    """The editor's intro: Markdown → (sanitised HTML, plain text).
+
+    Raw HTML in the Markdown is not passed through; the result goes through the same
+    allow-list as feed summaries.
+    """
+    text = source.strip()
+    if not text:
+        return "", ""
+    rendered = MarkdownIt("commonmark", {"html": False}).render(text)
+    html = sanitize_html(rendered)
+    return html, html_to_text(html)
 
 
 def jinja2_markup(value: str) -> Any:

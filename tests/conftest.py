@@ -267,3 +267,51 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
         assert actual == path.read_text(encoding="utf-8"), f"output differs from {name}"
 
     return check
+
+
+# -- the web app on a real server ------------------------------------------------------------------
+
+class WebServer:
+    """digest's web app served by uvicorn on a free loopback port, in a thread."""
+
+    def __init__(self, ctx: Context) -> None:
+        import uvicorn
+
+        from digest.web import create_app
+
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(ctx), host="127.0.0.1", port=self.port,
+                                log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the web app did not start")
+            time.sleep(0.02)
+
+    def url(self, path: str) -> str:
+        """The absolute URL of a path."""
+        return self.base + path
+
+    def close(self) -> None:
+        """Stop the server."""
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def web_server() -> Iterator[Callable[[Context], WebServer]]:
+    """Start the web app for a context; stopped after the test."""
+    started: list[WebServer] = []
+
+    def start(ctx: Context) -> WebServer:
+        server = WebServer(ctx)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()

@@ -17,4 +17,17 @@ if [ -n "$missing" ]; then
     echo "not installing$missing (needs root and apt-get); the tests that need them will be skipped"
   fi
 fi
+
+# The reference MJML validator (npm mjml 4), into tests/.cache, for the strict-validation test.
+cache="$(dirname "$0")/.cache/mjml"
+if [ ! -x "$cache/node_modules/.bin/mjml" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "installing the reference MJML validator (npm mjml@4) into tests/.cache/mjml"
+    mkdir -p "$cache" &&
+      npm install --silent --no-audit --no-fund --prefix "$cache" mjml@4 >/dev/null 2>&1 ||
+      echo "could not install npm mjml; the validator test will be skipped"
+  else
+    echo "npm is missing; the MJML validator test will be skipped"
+  fi
+fi
 exit 0

@@ -114,6 +114,9 @@ def _draft(item: RawItem, guid: str | None, keep_fragment: bool,
     if not title:
         title = url
     authors = [a for a in (plain_text(a) for a in item.authors) if a]
+    image = _first_image(item, link)
+    size = next(((w, h) for u, w, h in item.image_sizes
+                 if canonical_url(u, link, keep_fragment=True) == image), None)
     return ArticleDraft(
         url=url,
         link=link if link != url else None,
@@ -123,7 +126,9 @@ def _draft(item: RawItem, guid: str | None, keep_fragment: bool,
         summary_text=summary_text,
         author=", ".join(dict.fromkeys(authors)) or None,
         category=plain_text(item.category) or default_section or None,
-        image_url=_first_image(item, link),
+        image_url=image,
+        image_width=size[0] if size else None,
+        image_height=size[1] if size else None,
         image_credit=plain_text(item.image_credit) or None,
         published_at=item.published or item.updated,
         updated_at=item.updated,

@@ -31,6 +31,8 @@ class PageMeta:
     author: str | None = None
     canonical: str | None = None
     published: datetime | None = None
+    image_width: int | None = None
+    image_height: int | None = None
 
 
 class _HeadReader(HTMLParser):
@@ -109,7 +111,17 @@ def parse_page(body: bytes, url: str, charset: str | None = None) -> PageMeta:
                      else None, meta.get("twitter:creator")),
         canonical=canonical_abs if is_web_url(canonical_abs) else None,
         published=_date(first(meta.get("article:published_time"), ld.get("datePublished"))),
+        image_width=_size(meta.get("og:image:width")) if image_url else None,
+        image_height=_size(meta.get("og:image:height")) if image_url else None,
     )
+
+
+def _size(value: str | None) -> int | None:
+    try:
+        number = int(value or "")
+    except ValueError:
+        return None
+    return number if 0 < number < 20_000 else None
 
 
 def _decode(body: bytes, charset: str | None) -> str:

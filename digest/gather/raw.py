@@ -19,6 +19,7 @@ class RawItem:
     authors: tuple[str, ...] = ()
     category: str | None = None
     images: tuple[str, ...] = ()  # candidates, best first
+    image_sizes: tuple[tuple[str, int, int], ...] = ()  # (url, width, height) when declared
     image_credit: str | None = None
     published: datetime | None = None
     updated: datetime | None = None

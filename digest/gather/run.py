@@ -194,7 +194,8 @@ class _Run:
             if meta.description else ""
         with self.db.session() as session:
             return article_queries.fill_missing(
-                session, article_id, image_url=meta.image, summary_html=summary_html,
+                session, article_id, image_url=meta.image, image_width=meta.image_width,
+                image_height=meta.image_height, summary_html=summary_html,
                 summary_text=html_to_text(summary_html), author=meta.author,
                 category=meta.section, now=self.now())
 
@@ -245,6 +246,8 @@ def draft_from_page(meta: PageMeta, url: str, *, section: str | None) -> Article
         author=meta.author,
         category=section or meta.section,
         image_url=meta.image,
+        image_width=meta.image_width,
+        image_height=meta.image_height,
         published_at=meta.published,
     )
 

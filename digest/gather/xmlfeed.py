@@ -78,6 +78,7 @@ def _raw_from_entry(entry: Mapping[str, Any]) -> RawItem:
         authors=_authors(entry),
         category=_category(entry),
         images=tuple(_images(entry)),
+        image_sizes=tuple(_image_sizes(entry)),
         image_credit=_credit(entry),
         published=_date(entry, "published_parsed"),
         updated=_date(entry, "updated_parsed"),
@@ -127,6 +128,23 @@ def _images(entry: Mapping[str, Any]) -> list[str]:
         if (enc.get("type") or "").lower().startswith("image/")
     ]
     return found
+
+
+def _image_sizes(entry: Mapping[str, Any]) -> list[tuple[str, int, int]]:
+    sizes = []
+    for media in [*entry.get("media_content", []), *entry.get("media_thumbnail", [])]:
+        width, height = _dimension(media.get("width")), _dimension(media.get("height"))
+        if media.get("url") and width and height:
+            sizes.append((str(media["url"]), width, height))
+    return sizes
+
+
+def _dimension(value: Any) -> int | None:
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number < 20_000 else None
 
 
 def _credit(entry: Mapping[str, Any]) -> str | None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Exists, and_, or_, select, update
+from sqlalchemy import Exists, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from .. import domain
@@ -25,7 +25,7 @@ class Upsert(StrEnum):
 
 
 _COMPARED = ("title", "summary_html", "summary_text", "author", "category", "image_url",
-             "image_credit")
+             "image_credit", "image_width", "image_height")
 
 
 def find(session: Session, url: str) -> Article | None:
@@ -66,6 +66,8 @@ def upsert_article(
             category=draft.category,
             image_url=draft.image_url,
             image_credit=draft.image_credit,
+            image_width=draft.image_width,
+            image_height=draft.image_height,
             published_at=draft.published_at or now,
             published_estimated=draft.published_at is None,
             updated_at=draft.updated_at,
@@ -81,7 +83,9 @@ def upsert_article(
     for name in _COMPARED:
         new = getattr(draft, name)
         # A feed that drops an optional field does not erase what we already know.
-        if new in (None, "") and name not in ("title",):
+        if new in (None, "") and name not in ("title",) and not (
+            name.startswith("image_") and draft.image_url != row.image_url
+        ):
             continue
         if getattr(row, name) != new:
             setattr(row, name, new)
@@ -100,11 +104,14 @@ def upsert_article(
 
 
 def fill_missing(session: Session, article_id: int, *, image_url: str | None,
+                 image_width: int | None, image_height: int | None,
                  summary_html: str, summary_text: str, author: str | None,
                  category: str | None, now: datetime) -> bool:
     """Complete an article from its page (enrichment): only empty fields are filled."""
     row = session.get_one(Article, article_id)
     changed = False
+    if image_url and not row.image_url:
+        row.image_width, row.image_height = image_width, image_height
     for name, value in (("image_url", image_url), ("summary_html", summary_html),
                         ("summary_text", summary_text), ("author", author),
                         ("category", category)):
@@ -189,4 +196,16 @@ def to_domain(row: Article, source: str | None = None) -> domain.Article:
         published_at=row.published_at,
         source=source,
         pinned=row.pinned,
+        image_width=row.image_width,
+        image_height=row.image_height,
     )
+
+
+def latest_change(session: Session) -> tuple[datetime | None, int]:
+    """When an article last changed, and how many there are (the preview reloads on it)."""
+    row = session.execute(
+        select(func.max(Article.changed_at), func.count(Article.id),
+               func.sum(case((Article.pinned, 1), else_=0)),
+               func.sum(case((Article.excluded, 1), else_=0)))
+    ).one()
+    return row[0], hash((row[1], row[2], row[3]))

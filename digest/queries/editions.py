@@ -32,6 +32,7 @@ def create_edition(
     plan: domain.Edition,
     rendered: domain.RenderedEdition,
     *,
+    intro: str = "",
     now: datetime,
     status: EditionStatus = EditionStatus.PREPARED,
 ) -> Edition:
@@ -43,7 +44,7 @@ def create_edition(
         window_end=plan.period.end,
         subject=rendered.subject,
         preheader=rendered.preheader,
-        intro=plan.intro_text,
+        intro=intro,
         html=rendered.html,
         text=rendered.text,
         mjml=rendered.mjml,
@@ -70,3 +71,11 @@ def set_status(session: Session, edition: Edition, status: EditionStatus, now: d
         edition.enqueued_at = now
     if status == EditionStatus.SENT:
         edition.completed_at = now
+
+
+def last_sent(session: Session) -> Edition | None:
+    """The most recently completed edition."""
+    return session.scalar(
+        select(Edition).where(Edition.status == EditionStatus.SENT)
+        .order_by(Edition.completed_at.desc(), Edition.id.desc()).limit(1)
+    )

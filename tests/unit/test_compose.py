@@ -97,3 +97,19 @@ def test_newest_first_inside_a_section_and_stable() -> None:
 
 def test_empty_window_gives_an_empty_edition() -> None:
     assert compose([], DigestConfig(), PERIOD).is_empty
+
+
+def test_per_section_cap_keeps_the_newest_of_each_section_and_fills_up() -> None:
+    arts = [article(i, category="Asia" if i <= 6 else "Europe", hours_ago=i, image=None)
+            for i in range(1, 10)]
+    edition = compose(arts, DigestConfig(per_section=2, max_articles=5), PERIOD)
+    by_section = {s.name: [a.id for a in s.articles] for s in edition.sections}
+    assert edition.lead is not None and edition.lead.id == 1
+    assert by_section == {"Asia": [2, 3], "Europe": [7, 8]}
+
+
+def test_pinned_article_older_than_the_window_still_leads() -> None:
+    arts = [article(1), article(2, hours_ago=24 * 30, pinned=True)]
+    edition = compose(arts, DigestConfig(), PERIOD)
+    assert edition.lead is not None and edition.lead.id == 2
+    assert [a.id for a in edition.articles] == [2, 1]

@@ -142,3 +142,31 @@ def test_duplicate_source_names(tmp_path: Path) -> None:
 
 def test_bad_colour(tmp_path: Path) -> None:
     assert "#rrggbb" in _error(tmp_path, config_text(extra='[theme]\nbrand_color = "red"\n'))
+
+
+def test_low_contrast_theme_is_refused(tmp_path: Path) -> None:
+    message = _error(tmp_path, config_text(extra='[theme]\nbrand_color = "#ff9999"\n'))
+    assert "[theme] brand_color" in message and "contrast" in message and "4.5:1" in message
+
+
+def test_contrast_ratio_matches_wcag() -> None:
+    from digest.config import contrast_ratio
+
+    assert round(contrast_ratio("#000000", "#ffffff"), 1) == 21.0
+    assert round(contrast_ratio("#777777", "#ffffff"), 2) == 4.48
+
+
+def test_the_templates_fixed_colours_are_readable() -> None:
+    import re
+
+    from digest.config import ThemeConfig, contrast_ratio
+    from digest.render import PACKAGED_TEMPLATES
+
+    theme = ThemeConfig()
+    greys = set()
+    for path in PACKAGED_TEMPLATES.rglob("*.mjml.j2"):
+        greys |= set(re.findall(r"#[0-9a-fA-F]{6}", path.read_text()))
+    for colour in greys - {"#ffffff", "#1c1c1c", "#e6e6e6", "#f0b4b4"}:  # dark-mode palette
+        on_white = contrast_ratio(colour, "#ffffff")
+        on_page = contrast_ratio(colour, theme.background_color)
+        assert min(on_white, on_page) >= 4.5 or colour == theme.background_color, colour

@@ -13,6 +13,7 @@ def test_opengraph_and_meta_tags() -> None:
     assert meta.title == "The Case for Withdrawing U.S. Troops from Iraq"
     assert meta.description is not None and meta.description.startswith("And as long as")
     assert meta.image == "https://statecraft.example/wp-content/uploads/convoy-scaled.jpg"
+    assert (meta.image_width, meta.image_height) == (2560, 1440)
     assert meta.section == "Middle East"
     assert meta.author == "Jane Roe"
     assert meta.canonical == "https://statecraft.example/iraq-withdrawal/"

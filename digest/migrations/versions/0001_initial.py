@@ -84,6 +84,8 @@ def upgrade() -> None:
     sa.Column('category', sa.Text(), nullable=True),
     sa.Column('image_url', sa.Text(), nullable=True),
     sa.Column('image_credit', sa.Text(), nullable=True),
+    sa.Column('image_width', sa.Integer(), nullable=True),
+    sa.Column('image_height', sa.Integer(), nullable=True),
     sa.Column('published_at', sa.DateTime(), nullable=False),
     sa.Column('published_estimated', sa.Boolean(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=True),
