@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import date, datetime, time, timedelta, tzinfo
 
 from .config import DigestConfig
@@ -128,4 +129,21 @@ def compose(
         order.append(MORE)
     sections = tuple(Section(name, tuple(_newest_first(groups[name]))) for name in order)
     return Edition(period=period, lead=lead, sections=sections,
-                   intro_html=intro_html, intro_text=intro_text)
+                   intro_html=intro_html, intro_text=intro_text,
+                   lead_section=name_of(lead) if lead is not None else None)
+
+
+def drop_sections(plan: Edition, excluded: Iterable[str]) -> Edition:
+    """The same edition without some sections (a subscriber's preferences). When the lead's
+    section goes, the newest remaining article with an image leads instead."""
+    gone = set(excluded)
+    sections = [s for s in plan.sections if s.name not in gone]
+    lead, lead_section = plan.lead, plan.lead_section
+    if lead is not None and lead_section in gone:
+        pool = [a for s in sections for a in s.articles]
+        lead = choose_lead(pool)
+        lead_section = next((s.name for s in sections if lead in s.articles), None)
+        sections = [Section(s.name, tuple(a for a in s.articles if a is not lead))
+                    for s in sections]
+        sections = [s for s in sections if s.articles]
+    return replace(plan, lead=lead, lead_section=lead_section, sections=tuple(sections))

@@ -128,6 +128,7 @@ class WebConfig:
 
     base_url: str = "http://localhost:8000"
     secret_key_env: str = "DIGEST_SECRET_KEY"  # noqa: S105 - the variable's name, not a secret
+    subscribe_per_minute: int = 10  # subscription requests from one client address
 
 
 @dataclass(frozen=True)
@@ -352,6 +353,8 @@ def parse_config(text: str, path: Path) -> Settings:
     web = WebConfig(
         base_url=web_t.url("base_url", default="http://localhost:8000").rstrip("/"),
         secret_key_env=web_t.env_name("secret_key_env") or "DIGEST_SECRET_KEY",
+        subscribe_per_minute=web_t.integer("subscribe_per_minute", default=10, minimum=1,
+                                           maximum=10_000),
     )
     web_t.finish()
     root.finish()

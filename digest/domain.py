@@ -78,6 +78,13 @@ class Edition:
     sections: tuple[Section, ...]
     intro_html: str = ""
     intro_text: str = ""
+    lead_section: str | None = None  # the section the lead belongs to
+
+    @property
+    def section_names(self) -> tuple[str, ...]:
+        """Every section the edition shows, the lead's included."""
+        names = [self.lead_section] if self.lead_section else []
+        return tuple(dict.fromkeys([*names, *(s.name for s in self.sections)]))
 
     @property
     def articles(self) -> tuple[Article, ...]:

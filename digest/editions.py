@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -22,10 +22,10 @@ from sqlalchemy.exc import IntegrityError
 from . import domain
 from .app import Context
 from .check import CheckReport, check_edition, check_links
-from .compose import compose
+from .compose import compose, drop_sections
 from .deliver.message import MessageTemplate, OutgoingMessage, Recipient, message_id
 from .deliver.notify import notify_editors
-from .deliver.run import Job, Result, RunReport, Transport, deliver
+from .deliver.run import Job, Result, RunReport, Skip, Transport, deliver
 from .deliver.smtp import MemoryTransport
 from .errors import EditionError
 from .models import DeliveryStatus, Edition, EditionStatus, SubscriberStatus
@@ -33,6 +33,7 @@ from .queries import articles as article_queries
 from .queries import deliveries as delivery_queries
 from .queries import editions as edition_queries
 from .queries import subscribers as subscriber_queries
+from .queries.editions import variant_key
 from .render import intro_from_markdown, render_edition
 from .subscribers import normalise
 
@@ -264,6 +265,7 @@ def send(
         assert current is not None
         status, subject = current.status, current.subject
         rendered = stored_rendering(current)
+        edition_row = current
         if status == EditionStatus.SENDING and resumed:
             # Subscribers who confirmed since the edition was enqueued are owed it too.
             enqueued = delivery_queries.enqueue(session, current.id, ctx.now())
@@ -279,7 +281,7 @@ def send(
             # One sender per SQLite database, so any claim left over is a dead sender's.
             with ctx.db.session() as session:
                 delivery_queries.release_claims(session, existing_id, ctx.now())
-        outcome.run = deliver(ledger, transport, _builder(ctx, rendered, existing_id),
+        outcome.run = deliver(ledger, transport, Builder(ctx, rendered, edition=edition_row),
                               clock=ctx.now, stop=stop, on_batch=on_batch)
         outcome.state = SendState.COMPLETE if outcome.run.complete else SendState.INCOMPLETE
     with ctx.db.reader() as session:
@@ -298,21 +300,91 @@ def _held_notice(ctx: Context, period: str, edition_id: int, count: int) -> str:
     )
 
 
-def _builder(
-    ctx: Context, rendered: domain.RenderedEdition, edition_id: int, subject: str | None = None
-) -> Callable[[Job, datetime], OutgoingMessage]:
-    template = MessageTemplate(rendered, ctx.settings.publication, subject=subject)
-    domain_name = ctx.settings.publication.domain
+class Builder:
+    """Builds each recipient's message by substitution into the edition's stored rendering,
+    or into the rendering of its variant without the sections the reader opted out of.
 
-    def build(job: Job, when: datetime) -> OutgoingMessage:
+    Variants are rendered once per distinct set of preferences: kept in the database for
+    a stored edition (a resumed send reuses them), in memory for a dry run.
+    """
+
+    def __init__(self, ctx: Context, rendered: domain.RenderedEdition, *,
+                 edition: Edition | None = None, plan: domain.Edition | None = None,
+                 test: bool = False, persist: bool = True) -> None:
+        self.ctx = ctx
+        self.rendered = rendered
+        self.edition_id = edition.id if edition is not None else None
+        self.rendered_at = edition.created_at if edition is not None else ctx.now()
+        self.intro = edition.intro if edition is not None else ""
+        self._plan = plan
+        self.test = test
+        self.persist = persist
+        self.domain = ctx.settings.publication.domain
+        self._templates: dict[str, MessageTemplate | None] = {
+            variant_key(()): self._template(rendered)
+        }
+        self._lock = threading.Lock()
+
+    def plan(self) -> domain.Edition:
+        """The composed edition (read back from the database for a stored one)."""
+        if self._plan is None:
+            with self.ctx.db.reader() as session:
+                row = edition_queries.get(session, self.edition_id or 0)
+                assert row is not None
+                plan = edition_queries.stored_plan(session, row)
+            html, text = intro_from_markdown(self.intro)
+            self._plan = replace(plan, intro_html=html, intro_text=text)
+        return self._plan
+
+    def template_for(self, excluded: tuple[str, ...]) -> MessageTemplate | None:
+        """The message template for a reader's preferences; None when nothing is left."""
+        if not excluded:
+            return self._templates[variant_key(())]
+        with self._lock:
+            gone = set(excluded) & set(self.plan().section_names)
+            key = variant_key(gone)
+            if key not in self._templates:
+                self._templates[key] = self._variant(key, gone)
+            return self._templates[key]
+
+    def _variant(self, key: str, gone: set[str]) -> MessageTemplate | None:
+        if not gone:
+            return self._templates[variant_key(())]
+        rendered = None
+        if self.edition_id is not None:
+            with self.ctx.db.reader() as session:
+                stored = edition_queries.get_variant(session, self.edition_id, key)
+            if stored is not None:
+                if not stored.articles:
+                    return None
+                rendered = replace(self.rendered, subject=stored.subject,
+                                   preheader=stored.preheader, html=stored.html,
+                                   text=stored.text, mjml="")
+        if rendered is None:
+            variant = drop_sections(self.plan(), gone)
+            if not variant.is_empty:
+                rendered = render_edition(variant, self.ctx.settings, self.ctx.templates,
+                                          now=self.rendered_at, nonce=self.rendered.nonce)
+            if self.edition_id is not None and self.persist:
+                with self.ctx.db.session() as session:
+                    edition_queries.save_variant(session, self.edition_id, key, rendered,
+                                                 len(variant.articles))
+        return self._template(rendered) if rendered is not None else None
+
+    def _template(self, rendered: domain.RenderedEdition) -> MessageTemplate:
+        subject = f"[TEST] {rendered.subject}" if self.test else None
+        return MessageTemplate(rendered, self.ctx.settings.publication, subject=subject)
+
+    def __call__(self, job: Job, when: datetime) -> OutgoingMessage:
+        template = self.template_for(job.excluded)
+        if template is None:
+            raise Skip("the reader opted out of every section of this edition")
         recipient = Recipient(
             email=job.email, name=job.name,
-            personal=ctx.personal_links(job.subscriber_id, job.email, job.email_key),
-            message_id=message_id(rendered.nonce, job.subscriber_id, domain_name),
+            personal=self.ctx.personal_links(job.subscriber_id, job.email, job.email_key),
+            message_id=message_id(self.rendered.nonce, job.subscriber_id, self.domain),
         )
         return template.build(recipient, date=when)
-
-    return build
 
 
 # -- test sends and dry runs -------------------------------------------------------------------
@@ -334,8 +406,8 @@ def send_test(ctx: Context, period: domain.Period, address: str,
         rendered = prepared.rendered
     subject = f"[TEST] {rendered.subject}"
     ledger = _MemoryLedger([Job(1, sub_id, target.email, target.key, None, 1)])
-    build = _builder(ctx, rendered, 0, subject=subject)
-    run = deliver(ledger, transport, build, clock=ctx.now, retry_window=_NO_RETRY)
+    run = deliver(ledger, transport, Builder(ctx, rendered, test=True), clock=ctx.now,
+                  retry_window=_NO_RETRY)
     state = SendState.COMPLETE if run.sent else SendState.INCOMPLETE
     return SendOutcome(state, period.key, None, subject, 1, run)
 
@@ -347,18 +419,20 @@ def dry_run(ctx: Context, period: domain.Period, *, intro: str | None = None) ->
         row = edition_queries.get_by_period(session, period.key)
         if row is not None and row.status == EditionStatus.SENT:
             return SendOutcome(SendState.ALREADY_SENT, period.key, row.id, row.subject)
-        rendered = stored_rendering(row) if row is not None else None
-    if rendered is None:
+    if row is not None:
+        builder = Builder(ctx, stored_rendering(row), edition=row, persist=False)
+    else:
         prepared = prepare(ctx, period, intro=intro)
         if prepared is None:
             return SendOutcome(SendState.NOTHING_NEW, period.key)
-        rendered = prepared.rendered
+        builder = Builder(ctx, prepared.rendered, plan=prepared.plan)
     jobs = _confirmed_jobs(ctx)
     # Nothing is kept but counts: a dry run of a large list must not hold every message.
     transport = MemoryTransport(keep=False)
-    run = deliver(_MemoryLedger(jobs), transport, _builder(ctx, rendered, 0),
-                  clock=ctx.now, retry_window=_NO_RETRY)
-    return SendOutcome(SendState.COMPLETE, period.key, None, rendered.subject, len(jobs), run)
+    run = deliver(_MemoryLedger(jobs), transport, builder, clock=ctx.now,
+                  retry_window=_NO_RETRY)
+    return SendOutcome(SendState.COMPLETE, period.key, None, builder.rendered.subject,
+                       len(jobs), run)
 
 
 _NO_RETRY = timedelta(0)
@@ -367,7 +441,8 @@ _NO_RETRY = timedelta(0)
 def _confirmed_jobs(ctx: Context) -> list[Job]:
     with ctx.db.reader() as session:
         return [
-            Job(index, row.id, row.email, row.email_key, row.name, 1)
+            Job(index, row.id, row.email, row.email_key, row.name, 1,
+                tuple(row.excluded_sections or ()))
             for index, row in enumerate(
                 subscriber_queries.iter_subscribers(session, SubscriberStatus.CONFIRMED), 1)
         ]

@@ -165,10 +165,16 @@ class Subscriber(Base):
     origin: Mapped[str] = mapped_column(String(16), default="cli")
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     excluded_sections: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # How they joined and confirmed (method, times, addresses): the proof of consent.
+    consent: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     bounce_count: Mapped[int] = mapped_column(Integer, default=0)
+    soft_bounces: Mapped[int] = mapped_column(Integer, default=0)  # in a row
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
+    # The last confirmation or "already subscribed" mail: the web form cannot make digest
+    # mail one address more often than that allows.
+    notice_sent_at: Mapped[datetime | None]
 
 
 class Edition(Base):
@@ -196,6 +202,24 @@ class Edition(Base):
     articles: Mapped[list[EditionArticle]] = relationship(
         back_populates="edition", order_by="EditionArticle.position", cascade="all, delete-orphan"
     )
+
+
+class EditionVariant(Base):
+    """An edition rendered without the sections some subscribers opted out of: one row per
+    distinct set of preferences, rendered once and kept, like the edition itself."""
+
+    __tablename__ = "edition_variants"
+    __table_args__ = (UniqueConstraint("edition_id", "key", name="uq_edition_variants_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(Text)  # the excluded sections, sorted, as JSON
+    subject: Mapped[str] = mapped_column(Text)
+    preheader: Mapped[str] = mapped_column(Text, default="")
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    articles: Mapped[int] = mapped_column(Integer)  # 0: nothing left to send this reader
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class EditionArticle(Base):

@@ -8,11 +8,13 @@ imported.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -56,12 +58,20 @@ class SubscriberView:
     created_at: datetime
     confirmed_at: datetime | None
     attributes: dict[str, Any]
+    id: int = 0
+    email_key: str = ""
+    unsubscribed_at: datetime | None = None
+    excluded_sections: tuple[str, ...] = ()
+    consent: dict[str, Any] = field(default_factory=dict)
+    bounce_count: int = 0
 
     @classmethod
     def of(cls, row: Subscriber) -> SubscriberView:
         """The view of a stored row."""
         return cls(row.email, row.name, row.status, row.origin, row.created_at,
-                   row.confirmed_at, dict(row.attributes or {}))
+                   row.confirmed_at, dict(row.attributes or {}), row.id, row.email_key,
+                   row.unsubscribed_at, tuple(row.excluded_sections or ()),
+                   dict(row.consent or {}), row.bounce_count)
 
 
 def add(
@@ -81,15 +91,23 @@ def add(
             raise SubscriberError(
                 f"{address.email} is already a subscriber (status {existing.status})"
             )
+        method = ("added by an administrator, who vouches for consent"
+                  if status == SubscriberStatus.CONFIRMED
+                  else "added by an administrator; asked to confirm by mail")
         row = Subscriber(
             email=address.email, email_key=address.key, name=(name or "").strip() or None,
             status=status, origin=origin, attributes={}, excluded_sections=[],
-            created_at=now,
+            consent=_consent(method, now, origin=origin), created_at=now,
             confirmed_at=now if status == SubscriberStatus.CONFIRMED else None,
         )
         session.add(row)
         session.flush()
         return SubscriberView.of(row)
+
+
+def _consent(method: str, now: datetime, **details: str | None) -> dict[str, Any]:
+    return {"method": method, "at": now.isoformat(),
+            **{k: v for k, v in details.items() if v}}
 
 
 @dataclass
@@ -111,6 +129,7 @@ def import_csv(
     *,
     now: datetime,
     status: SubscriberStatus = SubscriberStatus.CONFIRMED,
+    on_new: Callable[[SubscriberView], None] | None = None,
 ) -> ImportReport:
     """Import a CSV with a header row holding ``email`` (and optionally ``name``); other
     columns are kept as attributes."""
@@ -135,7 +154,10 @@ def import_csv(
                 hint="the first row must name the columns, e.g. email,name",
             )
         for batch in _batches(_rows(reader, columns, path, report)):
-            _import_batch(db, batch, now, status, report)
+            added = _import_batch(db, batch, now, status, report, path.name)
+            if on_new is not None:
+                for view in added:
+                    on_new(view)
     return report
 
 
@@ -190,8 +212,11 @@ def _batches(rows: Iterator[_Row]) -> Iterator[list[_Row]]:
 
 def _import_batch(
     db: Database, batch: list[_Row], now: datetime, status: SubscriberStatus,
-    report: ImportReport,
-) -> None:
+    report: ImportReport, source: str,
+) -> list[SubscriberView]:
+    method = ("imported; the importer vouches for consent"
+              if status == SubscriberStatus.CONFIRMED else "imported; asked to confirm by mail")
+    consent = _consent(method, now, file=source)
     with db.session() as session:
         known = queries.existing_keys(session, (r.address.key for r in batch))
         fresh: dict[str, _Row] = {}
@@ -204,15 +229,20 @@ def _import_batch(
                                                   f"(first on line {fresh[row.address.key].line})"))
             else:
                 fresh[row.address.key] = row
-        report.imported += queries.insert_many(session, [
+        inserted = queries.insert_many(session, [
             {
                 "email": r.address.email, "email_key": r.address.key, "name": r.name,
                 "status": status, "origin": "import", "attributes": r.attributes,
-                "excluded_sections": [], "bounce_count": 0, "created_at": now,
+                "excluded_sections": [], "consent": consent, "bounce_count": 0,
+                "soft_bounces": 0, "created_at": now,
                 "confirmed_at": now if status == SubscriberStatus.CONFIRMED else None,
             }
             for r in fresh.values()
         ])
+        report.imported += len(inserted)
+        if status != SubscriberStatus.PENDING or not inserted:
+            return []
+        return [SubscriberView.of(row) for row in queries.by_ids(session, inserted)]
 
 
 def list_subscribers(
@@ -234,3 +264,134 @@ def remove(db: Database, email: str) -> SubscriberView:
         view = SubscriberView.of(row)
         queries.delete_subscriber(session, row.id)
         return view
+
+
+def unsubscribe_address(db: Database, email: str, *, now: datetime) -> SubscriberView:
+    """Unsubscribe by address (the CLI); SubscriberError when unknown."""
+    address = normalise(email)
+    with db.reader() as session:
+        row = queries.get_by_key(session, address.key)
+        subscriber_id = row.id if row is not None else None
+    if subscriber_id is None or not unsubscribe(
+            db, subscriber_id, now=now, how="by an administrator (digest subscribers unsubscribe)"):
+        raise SubscriberError(f"{address.email} is not a subscriber")
+    with db.reader() as session:
+        found = queries.get_by_id(session, subscriber_id)
+        assert found is not None
+        return SubscriberView.of(found)
+
+
+# -- the web flows ------------------------------------------------------------------------------
+
+CONFIRM_RESEND_AFTER = timedelta(minutes=10)
+ALREADY_NOTICE_AFTER = timedelta(hours=24)
+
+
+class Notice(StrEnum):
+    """Which mail, if any, a subscription request earns."""
+
+    CONFIRM = "confirm"  # please confirm (new, pending, or back after leaving)
+    ALREADY = "already"  # you are already subscribed
+    NONE = "none"  # nothing: one was sent recently (no mail-bombing through the form)
+
+
+def request_subscription(db: Database, email: str, *, now: datetime, name: str | None = None,
+                         client: str | None = None) -> tuple[SubscriberView, Notice]:
+    """Someone asked to subscribe on the web: store them as pending (or find them), and say
+    which mail to send. The caller answers the same whatever the outcome."""
+    address = normalise(email)
+    with db.session() as session:
+        row = queries.get_by_key(session, address.key)
+        if row is None:
+            row = Subscriber(
+                email=address.email, email_key=address.key, name=(name or "").strip() or None,
+                status=SubscriberStatus.PENDING, origin="web", attributes={},
+                excluded_sections=[], created_at=now,
+                consent=_consent("web form, double opt-in", now, requested_from=client),
+            )
+            session.add(row)
+            session.flush()
+        if row.status == SubscriberStatus.CONFIRMED:
+            due = row.notice_sent_at is None or now - row.notice_sent_at >= ALREADY_NOTICE_AFTER
+            notice = Notice.ALREADY if due else Notice.NONE
+        else:
+            if row.status != SubscriberStatus.PENDING:
+                # Back after leaving (or bouncing): a new consent, confirmed like the first.
+                row.status = SubscriberStatus.PENDING
+                row.consent = {**(row.consent or {}), "requested_again_at": now.isoformat(),
+                               "requested_again_from": client}
+            due = row.notice_sent_at is None or now - row.notice_sent_at >= CONFIRM_RESEND_AFTER
+            notice = Notice.CONFIRM if due else Notice.NONE
+        if notice is not Notice.NONE:
+            row.notice_sent_at = now
+        return SubscriberView.of(row), notice
+
+
+def find(db: Database, subscriber_id: int, address_hash: str) -> SubscriberView | None:
+    """The subscriber a token names, if the token's address fingerprint still matches."""
+    from .tokens import address_hash as fingerprint
+
+    with db.reader() as session:
+        row = queries.get_by_id(session, subscriber_id)
+        if row is None or fingerprint(row.email_key) != address_hash:
+            return None
+        return SubscriberView.of(row)
+
+
+def confirm(db: Database, subscriber_id: int, *, now: datetime,
+            client: str | None = None) -> SubscriberView | None:
+    """Confirm a pending subscriber (a confirmed one stays as they are); None if gone."""
+    with db.session() as session:
+        row = queries.get_by_id(session, subscriber_id)
+        if row is None:
+            return None
+        if row.status == SubscriberStatus.PENDING:
+            queries.set_status(session, row, SubscriberStatus.CONFIRMED, now)
+            row.consent = {**(row.consent or {}), "confirmed_at": now.isoformat(),
+                           "confirmed_from": client}
+        return SubscriberView.of(row)
+
+
+def unsubscribe(db: Database, subscriber_id: int, *, now: datetime, how: str) -> bool:
+    """Unsubscribe the subscriber a valid token named; False if they are gone."""
+    with db.session() as session:
+        row = queries.get_by_id(session, subscriber_id)
+        if row is None:
+            return False
+        if row.status != SubscriberStatus.UNSUBSCRIBED:
+            queries.set_status(session, row, SubscriberStatus.UNSUBSCRIBED, now)
+            row.consent = {**(row.consent or {}), "unsubscribed": how,
+                           "unsubscribed_at": now.isoformat()}
+        return True
+
+
+def set_preferences(db: Database, subscriber_id: int, excluded: Iterable[str]) -> bool:
+    """Store which sections a subscriber does not want; False if they are gone."""
+    with db.session() as session:
+        row = queries.get_by_id(session, subscriber_id)
+        if row is None:
+            return False
+        row.excluded_sections = sorted(set(excluded))
+        return True
+
+
+EXPORT_FIELDS = ("email", "name", "status", "origin", "created_at", "confirmed_at",
+                 "unsubscribed_at", "excluded_sections", "bounce_count", "consent", "attributes")
+
+
+def export_csv(db: Database, out: TextIO) -> int:
+    """Write every subscriber with all their fields as CSV; returns how many."""
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_FIELDS)
+    count = 0
+    for sub in list_subscribers(db):
+        writer.writerow([
+            sub.email, sub.name or "", sub.status, sub.origin, sub.created_at.isoformat(),
+            sub.confirmed_at.isoformat() if sub.confirmed_at else "",
+            sub.unsubscribed_at.isoformat() if sub.unsubscribed_at else "",
+            ";".join(sub.excluded_sections), sub.bounce_count,
+            json.dumps(sub.consent, ensure_ascii=False, sort_keys=True),
+            json.dumps(sub.attributes, ensure_ascii=False, sort_keys=True),
+        ])
+        count += 1
+    return count

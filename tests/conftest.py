@@ -274,12 +274,12 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
 class WebServer:
     """digest's web app served by uvicorn on a free loopback port, in a thread."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, port: int | None = None) -> None:
         import uvicorn
 
         from digest.web import create_app
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(create_app(ctx), host="127.0.0.1", port=self.port,
                                 log_level="warning", lifespan="off")
@@ -303,12 +303,12 @@ class WebServer:
 
 
 @pytest.fixture
-def web_server() -> Iterator[Callable[[Context], WebServer]]:
+def web_server() -> Iterator[Callable[..., WebServer]]:
     """Start the web app for a context; stopped after the test."""
     started: list[WebServer] = []
 
-    def start(ctx: Context) -> WebServer:
-        server = WebServer(ctx)
+    def start(ctx: Context, port: int | None = None) -> WebServer:
+        server = WebServer(ctx, port)
         started.append(server)
         return server
 

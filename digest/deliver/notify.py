@@ -14,16 +14,19 @@ from .run import Transport
 from .smtp import Outcome
 
 
-def editor_message(publication: Publication, to: str, subject: str, body: str, *,
-                   date: datetime, html: str | None = None) -> OutgoingMessage:
-    """One message to one editor (built with the email package: these are few)."""
+def simple_message(publication: Publication, to: str, subject: str, body: str, *,
+                   date: datetime, html: str | None = None, name: str | None = None,
+                   sender: str | None = None) -> OutgoingMessage:
+    """One message to one person (built with the email package: these are few)."""
     msg = EmailMessage()
-    msg["From"] = formataddr((f"{publication.name} (digest)", publication.from_address))
-    msg["To"] = to
+    msg["From"] = formataddr((sender or publication.name, publication.from_address))
+    msg["To"] = formataddr((name or "", to))
     msg["Subject"] = subject
     msg["Date"] = format_datetime(date)
-    msg["Message-ID"] = f"<editors.{secrets.token_hex(8)}@{publication.domain}>"
+    msg["Message-ID"] = f"<{secrets.token_hex(12)}@{publication.domain}>"
     msg["Auto-Submitted"] = "auto-generated"
+    if publication.reply_to:
+        msg["Reply-To"] = publication.reply_to
     msg.set_content(body, cte="quoted-printable")
     if html is not None:
         msg.add_alternative(html, subtype="html", cte="quoted-printable")
@@ -36,7 +39,8 @@ def notify_editors(publication: Publication, transport: Transport, subject: str,
     """Mail every editor; returns the addresses the server accepted."""
     accepted = []
     for editor in publication.editors:
-        message = editor_message(publication, editor, subject, body, date=date, html=html)
+        message = simple_message(publication, editor, subject, body, date=date, html=html,
+                                 sender=f"{publication.name} (digest)")
         result = transport.send(message)
         if result.outcome is Outcome.SENT:
             accepted.append(editor)

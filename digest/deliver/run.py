@@ -39,6 +39,12 @@ class Job:
     email_key: str
     name: str | None
     attempts: int  # including this one
+    excluded: tuple[str, ...] = ()  # sections the subscriber opted out of
+
+
+class Skip(Exception):
+    """Raised by a message builder when a job has nothing to send (its reader opted out
+    of every section of the edition); the delivery becomes ``suppressed``."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class RunReport:
     sent: int = 0
     deferred: int = 0
     failed: int = 0
+    suppressed: int = 0
     complete: bool = False
     stopped: bool = False
     seconds: float = 0.0
@@ -106,6 +113,8 @@ class RunReport:
         """Count one result."""
         if result.status == DeliveryStatus.SENT:
             self.sent += 1
+        elif result.status == DeliveryStatus.SUPPRESSED:
+            self.suppressed += 1
         elif result.status == DeliveryStatus.DEFERRED:
             self.deferred += 1
         elif result.status == DeliveryStatus.FAILED:
@@ -156,7 +165,12 @@ def deliver(
 
     def one(job: Job) -> Result:
         when = clock()
-        return to_result(job, transport.send(build(job, when)), clock())
+        try:
+            message = build(job, when)
+        except Skip as skipped:
+            return Result(job.delivery_id, job.subscriber_id, DeliveryStatus.SUPPRESSED,
+                          f"not sent: {skipped}")
+        return to_result(job, transport.send(message), clock())
 
     try:
         with ThreadPoolExecutor(max_workers=transport.concurrency,

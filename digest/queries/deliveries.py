@@ -91,17 +91,19 @@ def claim(
             return []
         rows = session.execute(
             select(Delivery.id, Delivery.attempts, Subscriber.id, Subscriber.email,
-                   Subscriber.email_key, Subscriber.name, Subscriber.status)
+                   Subscriber.email_key, Subscriber.name, Subscriber.status,
+                   Subscriber.excluded_sections)
             .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .where(Delivery.id.in_(ids))
             .order_by(Delivery.id)
         ).all()
         jobs, unwanted = [], []
-        for delivery_id, attempts, sub_id, email, key, name, status in rows:
+        for delivery_id, attempts, sub_id, email, key, name, status, excluded in rows:
             if sub_id is None or status != SubscriberStatus.CONFIRMED:
                 unwanted.append(delivery_id)
             else:
-                jobs.append(Job(delivery_id, sub_id, email, key, name, attempts + 1))
+                jobs.append(Job(delivery_id, sub_id, email, key, name, attempts + 1,
+                                tuple(excluded or ())))
         if unwanted:
             session.execute(
                 update(Delivery).where(Delivery.id.in_(unwanted)).values(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import domain
-from ..models import Edition, EditionArticle, EditionStatus
+from ..models import Article, Edition, EditionArticle, EditionStatus, EditionVariant, Source
+from .articles import to_domain
 
 
 def get_by_period(session: Session, key: str) -> Edition | None:
@@ -52,6 +54,8 @@ def create_edition(
         created_at=now,
     )
     section_of = {a.id: s.name for s in plan.sections for a in s.articles}
+    if plan.lead is not None:
+        section_of[plan.lead.id] = plan.lead_section or ""
     for position, article in enumerate(plan.articles):
         row.articles.append(EditionArticle(
             article_id=article.id,
@@ -79,3 +83,73 @@ def last_sent(session: Session) -> Edition | None:
         select(Edition).where(Edition.status == EditionStatus.SENT)
         .order_by(Edition.completed_at.desc(), Edition.id.desc()).limit(1)
     )
+
+
+def stored_plan(session: Session, edition: Edition) -> domain.Edition:
+    """The composed edition as it was stored (articles, order, sections, lead)."""
+    rows = session.execute(
+        select(EditionArticle, Article, Source.name)
+        .join(Article, Article.id == EditionArticle.article_id)
+        .outerjoin(Source, Source.id == Article.source_id)
+        .where(EditionArticle.edition_id == edition.id)
+        .order_by(EditionArticle.position)
+    ).all()
+    lead: domain.Article | None = None
+    lead_section: str | None = None
+    sections: dict[str, list[domain.Article]] = {}
+    for place, article, source in rows:
+        view = to_domain(article, source)
+        if place.is_lead:
+            lead, lead_section = view, place.section or None
+        else:
+            sections.setdefault(place.section, []).append(view)
+    period = domain.Period(edition.period, edition.window_start, edition.window_end)
+    return domain.Edition(
+        period=period, lead=lead, lead_section=lead_section,
+        sections=tuple(domain.Section(name, tuple(arts)) for name, arts in sections.items()),
+    )
+
+
+def variant_key(excluded: Iterable[str]) -> str:
+    """The key of a set of excluded sections."""
+    return json.dumps(sorted(set(excluded)), ensure_ascii=False)
+
+
+def get_variant(session: Session, edition_id: int, key: str) -> EditionVariant | None:
+    """The stored rendering of an edition for one set of excluded sections."""
+    return session.scalar(select(EditionVariant).where(
+        EditionVariant.edition_id == edition_id, EditionVariant.key == key))
+
+
+def save_variant(session: Session, edition_id: int, key: str,
+                 rendered: domain.RenderedEdition | None, articles: int) -> EditionVariant:
+    """Keep a variant's rendering (or, with ``rendered`` None, that nothing is left)."""
+    row = EditionVariant(
+        edition_id=edition_id, key=key, articles=articles,
+        subject=rendered.subject if rendered else "",
+        preheader=rendered.preheader if rendered else "",
+        html=rendered.html if rendered else "", text=rendered.text if rendered else "",
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def sent_editions(session: Session, limit: int = 200) -> list[Edition]:
+    """Editions that went out (the archive), newest first."""
+    return list(session.scalars(
+        select(Edition).where(Edition.status == EditionStatus.SENT)
+        .order_by(Edition.completed_at.desc(), Edition.id.desc()).limit(limit)
+    ))
+
+
+def recent_sections(session: Session, editions: int = 8) -> list[str]:
+    """The sections of the last few sent editions, in the order they appeared."""
+    recent = select(Edition.id).where(Edition.status == EditionStatus.SENT).order_by(
+        Edition.id.desc()).limit(editions).scalar_subquery()
+    rows = session.execute(
+        select(EditionArticle.section).where(EditionArticle.edition_id.in_(recent),
+                                             EditionArticle.section != "")
+        .order_by(EditionArticle.edition_id.desc(), EditionArticle.position)
+    ).scalars()
+    return list(dict.fromkeys(rows))

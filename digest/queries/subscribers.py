@@ -34,15 +34,21 @@ def existing_keys(session: Session, keys: Iterable[str]) -> dict[str, str]:
     return {str(key): str(status) for key, status in rows}
 
 
-def insert_many(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Insert subscribers, silently skipping addresses that exist; returns how many were new."""
+def insert_many(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert subscribers, silently skipping addresses that exist; returns the new ids."""
     if not rows:
-        return 0
+        return []
     dialect = session.get_bind().dialect.name
     module: Any = postgresql if dialect == "postgresql" else sqlite
     statement = module.insert(Subscriber).on_conflict_do_nothing(index_elements=["email_key"])
     result = session.execute(statement.returning(Subscriber.id), list(rows))
-    return len(result.all())
+    new_ids: list[int] = list(result.scalars().all())
+    return new_ids
+
+
+def by_ids(session: Session, ids: Iterable[int]) -> Sequence[Subscriber]:
+    """The subscribers with these ids."""
+    return session.scalars(select(Subscriber).where(Subscriber.id.in_(list(ids)))).all()
 
 
 def iter_subscribers(

@@ -176,3 +176,57 @@ def test_demo_delivers_one_message_per_subscriber_and_writes_the_preview(tmp_pat
     # A second run starts afresh: still exactly one file per message.
     assert run_digest("demo", cwd=tmp_path, timeout=60).code == 0
     assert len(list(outbox.glob("*.eml"))) == 3
+
+
+def test_subscriber_lifecycle_through_the_command(tmp_path: Path) -> None:
+    import csv
+
+    with SmtpSink() as sink:
+        (tmp_path / "config.toml").write_text(config_text(smtp_port=sink.port))
+        added = run_digest("subscribers", "add", "pend@example.org", "--pending", cwd=tmp_path,
+                           env=ENV)
+        assert added.code == 0 and "confirmation link was mailed" in added.out
+        (tmp_path / "p.csv").write_text("email,name\nq1@example.org,Q\nq2@example.org,\n")
+        imported = run_digest("subscribers", "import", "p.csv", "--status", "pending",
+                              cwd=tmp_path, env=ENV)
+        assert imported.code == 0 and "imported 2" in imported.out
+        assert sorted(r.recipients[0] for r in sink.received) == [
+            "pend@example.org", "q1@example.org", "q2@example.org"]
+        assert all(b"/confirm/" in r.data for r in sink.received)
+    run_digest("subscribers", "add", "conf@example.org", cwd=tmp_path)
+    pending = run_digest("subscribers", "list", "--status", "pending", "--json", cwd=tmp_path)
+    assert len(pending.out.splitlines()) == 3
+    left = run_digest("subscribers", "unsubscribe", "CONF@example.org", cwd=tmp_path)
+    assert left.code == 0 and "unsubscribed conf@example.org" in left.out
+    exported = run_digest("subscribers", "export", "all.csv", cwd=tmp_path)
+    assert exported.code == 0 and "wrote 4 subscribers" in exported.out
+    rows = list(csv.DictReader((tmp_path / "all.csv").open()))
+    conf = next(r for r in rows if r["email"] == "conf@example.org")
+    assert conf["status"] == "unsubscribed" and conf["unsubscribed_at"]
+    assert "administrator" in json.loads(conf["consent"])["method"]
+    q1 = next(r for r in rows if r["email"] == "q1@example.org")
+    assert json.loads(q1["consent"])["file"] == "p.csv" and q1["name"] == "Q"
+    # An unsubscribed address cannot be imported back unasked.
+    (tmp_path / "again.csv").write_text("email\nconf@example.org\n")
+    again = run_digest("subscribers", "import", "again.csv", cwd=tmp_path)
+    assert "imported 0" in again.out and "status unsubscribed" in again.err
+
+
+def test_erasure_keeps_delivery_counts_anonymous(project: Path) -> None:
+    import sqlite3
+
+    with SmtpSink() as sink:
+        config = (project / "config.toml").read_text()
+        old_port = config.split("port = ")[1].split()[0]
+        (project / "config.toml").write_text(
+            config.replace(f"port = {old_port}", f"port = {sink.port}"))
+        run_digest("gather", cwd=project)
+        for address in ("ann@example.org", "bob@example.org"):
+            run_digest("subscribers", "add", address, cwd=project)
+        assert run_digest("send", "--skip-link-check", cwd=project, env=ENV).code == 0
+    assert run_digest("subscribers", "remove", "ann@example.org", cwd=project).code == 0
+    db = sqlite3.connect(project / "digest.db")
+    assert db.execute("select count(*) from subscribers where email like 'ann%'").fetchone()[0] == 0
+    rows = db.execute("select subscriber_id, status from deliveries order by id").fetchall()
+    assert sorted(r[0] or 0 for r in rows) == [0, 2]  # Ann's row stays, without her
+    assert [r[1] for r in rows] == ["sent", "sent"]

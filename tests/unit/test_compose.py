@@ -113,3 +113,20 @@ def test_pinned_article_older_than_the_window_still_leads() -> None:
     edition = compose(arts, DigestConfig(), PERIOD)
     assert edition.lead is not None and edition.lead.id == 2
     assert [a.id for a in edition.articles] == [2, 1]
+
+
+def test_drop_sections_keeps_order_and_finds_a_new_lead() -> None:
+    from digest.compose import drop_sections
+
+    arts = [article(1, category="Asia"), article(2, category="Asia", hours_ago=2),
+            article(3, category="Europe", hours_ago=3),
+            article(4, category="Africa", hours_ago=4, image=None)]
+    plan = compose(arts, DigestConfig(sections=("Europe", "Asia", "Africa")), PERIOD)
+    assert plan.lead_section == "Asia" and plan.section_names == ("Asia", "Europe", "Africa")
+    no_europe = drop_sections(plan, ["Europe"])
+    assert no_europe.lead == plan.lead and [s.name for s in no_europe.sections] == [
+        "Asia", "Africa"]
+    no_asia = drop_sections(plan, ["Asia"])
+    assert no_asia.lead is not None and no_asia.lead.id == 3
+    assert [(s.name, [a.id for a in s.articles]) for s in no_asia.sections] == [("Africa", [4])]
+    assert drop_sections(plan, ["Asia", "Europe", "Africa"]).is_empty

@@ -61,10 +61,13 @@ def upgrade() -> None:
     sa.Column('origin', sa.String(length=16), nullable=False),
     sa.Column('attributes', sa.JSON(), nullable=False),
     sa.Column('excluded_sections', sa.JSON(), nullable=False),
+    sa.Column('consent', sa.JSON(), nullable=False),
     sa.Column('bounce_count', sa.Integer(), nullable=False),
+    sa.Column('soft_bounces', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('confirmed_at', sa.DateTime(), nullable=True),
     sa.Column('unsubscribed_at', sa.DateTime(), nullable=True),
+    sa.Column('notice_sent_at', sa.DateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_subscribers')),
     sa.UniqueConstraint('email_key', name=op.f('uq_subscribers_email_key'))
     )
@@ -124,6 +127,20 @@ def upgrade() -> None:
         batch_op.create_index('ix_deliveries_edition_status', ['edition_id', 'status'], unique=False)
         batch_op.create_index(batch_op.f('ix_deliveries_subscriber_id'), ['subscriber_id'], unique=False)
 
+    op.create_table('edition_variants',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('edition_id', sa.Integer(), nullable=False),
+    sa.Column('key', sa.Text(), nullable=False),
+    sa.Column('subject', sa.Text(), nullable=False),
+    sa.Column('preheader', sa.Text(), nullable=False),
+    sa.Column('html', sa.Text(), nullable=False),
+    sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('articles', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['edition_id'], ['editions.id'], name=op.f('fk_edition_variants_edition_id_editions'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_edition_variants')),
+    sa.UniqueConstraint('edition_id', 'key', name='uq_edition_variants_key')
+    )
     op.create_table('edition_articles',
     sa.Column('edition_id', sa.Integer(), nullable=False),
     sa.Column('article_id', sa.Integer(), nullable=False),
@@ -144,6 +161,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_edition_articles_article_id'))
 
     op.drop_table('edition_articles')
+    op.drop_table('edition_variants')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_deliveries_subscriber_id'))
         batch_op.drop_index('ix_deliveries_edition_status')
