@@ -12,7 +12,9 @@ import jinja2
 
 from .config import Settings
 from .db import Database
-from .domain import Personal
+from .deliver.message import DkimSigner, MessageTemplate, Recipient, message_id
+from .deliver.verp import make_token, tagged
+from .domain import Personal, RenderedEdition
 from .render import environment
 from .tokens import Purpose, Signer
 
@@ -47,6 +49,38 @@ class Context:
     def now(self) -> datetime:
         """The current time from this context's clock."""
         return self.clock()
+
+    @cached_property
+    def dkim(self) -> DkimSigner | None:
+        """The DKIM signer, when [dkim] is configured (the key is read once)."""
+        cfg = self.settings.dkim
+        if cfg is None:
+            return None
+        return DkimSigner(cfg.domain, cfg.selector, cfg.private_key_path.read_bytes())
+
+    def message_template(self, rendered: RenderedEdition, *,
+                         subject: str | None = None) -> MessageTemplate:
+        """The per-edition message template, signed when DKIM is configured."""
+        return MessageTemplate(rendered, self.settings.publication, subject=subject,
+                               dkim=self.dkim)
+
+    def recipient(self, subscriber_id: int, email: str, email_key: str, name: str | None,
+                  nonce: str, edition_id: int | None = None) -> Recipient:
+        """One reader's copy: links, Message-ID, and the return addresses that identify it."""
+        bounces = self.settings.bounces
+        secret = self.settings.secret_key()
+        return_path = None
+        if bounces.address and edition_id is not None:
+            return_path = tagged(bounces.address,
+                                 make_token(secret, "bounce", edition_id, subscriber_id))
+        mailto = None
+        if bounces.unsubscribe_address:
+            mailto = tagged(bounces.unsubscribe_address,
+                            make_token(secret, "unsubscribe", subscriber_id))
+        return Recipient(email, name, self.personal_links(subscriber_id, email, email_key),
+                         message_id(nonce, subscriber_id, self.settings.publication.domain,
+                                    secret),
+                         return_path=return_path, unsubscribe_mailto=mailto)
 
     def personal_links(self, subscriber_id: int, email: str, email_key: str) -> Personal:
         """One subscriber's address and signed links."""

@@ -7,21 +7,34 @@ code: 2 for configuration mistakes, 1 for the rest. A traceback means a bug.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
+import time
 import webbrowser
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from . import __version__, editions, subscribers
 from .app import Context
 from .check import CheckReport
 from .compose import explicit_period, weekly_period
 from .config import Settings, load_config
+from .deliver.run import RunReport
 from .deliver.smtp import SMTPTransport
 from .domain import Period
 from .errors import DigestError
@@ -502,13 +515,137 @@ def send(ctx: click.Context, since: date | datetime | None, until: date | dateti
         if to:
             outcome = editions.send_test(app, period, to, transport, intro=text)
         else:
-            outcome = editions.send(app, period, transport, intro=text,
-                                    check_links=not skip_link_check)
-    _report_send(outcome, as_json, dry_run=dry_run, test=bool(to))
+            with _progress(as_json) as progress:
+                outcome = editions.send(app, period, transport, intro=text,
+                                        check_links=not skip_link_check, on_batch=progress,
+                                        stop=_stop_on_signals())
+    _finish_send(ctx, outcome, as_json, dry_run=dry_run, test=bool(to))
+
+
+def _finish_send(ctx: click.Context, outcome: editions.SendOutcome, as_json: bool, *,
+                 dry_run: bool = False, test: bool = False) -> None:
+    _report_send(outcome, as_json, dry_run=dry_run, test=test)
     if outcome.state == editions.SendState.INCOMPLETE:
         ctx.exit(3)
     if outcome.state == editions.SendState.NOT_SENDABLE:
         ctx.exit(1)
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM and SIGINT stop a send after the batch in flight is recorded."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        click.echo("stopping after the messages in flight (again to abort)", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Callable[[RunReport], None]]:
+    """A progress bar with rate and ETA on a terminal; nothing elsewhere."""
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield lambda report: None
+        return
+    bar = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]:>7.1f}/s"), TimeRemainingColumn(),
+                   TextColumn("{task.fields[detail]}"), console=console, transient=True)
+    task = bar.add_task("send", total=None, rate=0.0, detail="")
+    started = time.monotonic()
+
+    def update(report: RunReport) -> None:
+        elapsed = max(time.monotonic() - started, 1e-6)
+        detail = f"deferred {report.deferred}, failed {report.failed}" if (
+            report.deferred or report.failed) else ""
+        bar.update(task, total=report.total or None, completed=report.handled,
+                   rate=report.sent / elapsed, detail=detail)
+
+    with bar:
+        yield update
+
+
+@cli.group("editions")
+def editions_group() -> None:
+    """List editions and act on one: show, pause, resume, cancel, retry, approve."""
+
+
+@editions_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@click.pass_context
+def editions_list(ctx: click.Context, as_json: bool) -> None:
+    """Each edition with its period, subject and deliveries per state."""
+    from .operations import list_editions
+
+    app = _context(ctx)
+    for item in list_editions(app):
+        if as_json:
+            _echo_json(item.__dict__)
+            continue
+        counts = ", ".join(f"{k} {v}" for k, v in item.counts.items() if v) or "no deliveries"
+        click.echo(f"{item.id:>4}  {item.period:<24} {item.status:<10} {item.subject}\n"
+                   f"      {counts}")
+
+
+@editions_group.command("show")
+@click.argument("edition_id", metavar="ID", type=int)
+@click.pass_context
+def editions_show(ctx: click.Context, edition_id: int) -> None:
+    """One edition: state, counts, articles and the failures."""
+    from .operations import show
+
+    app = _context(ctx)
+    detail = show(app, edition_id)
+    tz = app.settings.timezone
+    click.echo(f"Edition {detail.id}: {detail.period} ({detail.status})\n  {detail.subject}")
+    for label, when in (("created", detail.created_at), ("enqueued", detail.enqueued_at),
+                        ("completed", detail.completed_at)):
+        if when:
+            click.echo(f"  {label}: {when.astimezone(tz):%Y-%m-%d %H:%M %Z}")
+    click.echo("  deliveries: " + (", ".join(f"{k} {v}" for k, v in detail.counts.items()
+                                            if v) or "none"))
+    if detail.variants:
+        click.echo(f"  variants rendered for readers' preferences: {detail.variants}")
+    click.echo("  articles:")
+    for title, section, lead in detail.articles:
+        click.echo(f"    {'LEAD ' if lead else ''}[{section or '-'}] {title}")
+    for address, reply in detail.failures:
+        click.echo(f"  {address}: {reply}")
+
+
+def _act(name: str, doc: str, then_send: bool) -> None:
+    @editions_group.command(name, help=doc)
+    @click.argument("edition_id", metavar="ID", type=int)
+    @click.option("--json", "as_json", is_flag=True, help="print a machine-readable report")
+    @click.pass_context
+    def command(ctx: click.Context, edition_id: int, as_json: bool) -> None:
+        from . import operations
+
+        app = _context(ctx)
+        if name == "retry":
+            count = operations.retry(app, edition_id)
+            click.echo(f"{count} deliveries of edition {edition_id} are owed again")
+        else:
+            row = getattr(operations, name)(app, edition_id)
+            click.echo(f"edition {row.id} ({row.period}) is now {row.status}")
+        if then_send:
+            transport = SMTPTransport(app.settings.smtp, app.settings.smtp_password())
+            with _progress(as_json) as progress:
+                outcome = editions.deliver_edition(app, edition_id, transport,
+                                                   on_batch=progress, stop=_stop_on_signals())
+            _finish_send(ctx, outcome, as_json)
+
+
+_act("pause", "Stop delivering edition ID after the messages in flight.", False)
+_act("resume", "Continue delivering a paused edition ID.", True)
+_act("cancel", "Stop edition ID for good (what was sent stays sent).", False)
+_act("retry", "Send edition ID again to its failed and deferred deliveries.", True)
+_act("approve", "Send a held (prepared) edition ID.", True)
 
 
 def _report_send(outcome: editions.SendOutcome, as_json: bool, *, dry_run: bool,
@@ -560,6 +697,39 @@ def _report_send(outcome: editions.SendOutcome, as_json: bool, *, dry_run: bool,
         click.echo(f"  ledger: {parts or 'empty'}")
     if outcome.state == State.INCOMPLETE:
         click.echo("  Some deliveries are still owed; run `digest send` again to continue.")
+
+
+@cli.group("bounces")
+def bounces_group() -> None:
+    """Read bounces, complaints and mailed unsubscribe requests."""
+
+
+@bounces_group.command("process")
+@click.option("--maildir", type=click.Path(file_okay=False, path_type=Path),
+              help="a Maildir to read (default: [bounces] maildir, else the IMAP settings)")
+@click.pass_context
+def bounces_process(ctx: click.Context, maildir: Path | None) -> None:
+    """Act on DSNs (RFC 3464), ARF complaints (RFC 5965) and unsubscribe requests."""
+    from .bounces import process_imap, process_maildir
+
+    app = _context(ctx)
+    cfg = app.settings.bounces
+    folder = maildir or cfg.maildir
+    if folder is not None:
+        report = process_maildir(app, folder, app.now())
+        where = str(folder)
+    elif cfg.imap_host:
+        report = process_imap(app, app.now())
+        where = f"IMAP {cfg.imap_host}/{cfg.imap_folder}"
+    else:
+        raise DigestError("no mailbox to read",
+                          hint="pass --maildir PATH, or set [bounces] maildir or imap_host")
+    for kind, count in sorted(report.counts.items()):
+        click.echo(f"{kind}: {count}")
+    for line in report.unmatched:
+        click.echo(f"left in place, not matched: {line}", err=True)
+    click.echo(f"{sum(report.counts.values())} messages read from {where}; "
+               f"{len(report.unmatched)} left in place")
 
 
 @cli.command()

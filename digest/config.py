@@ -112,6 +112,38 @@ class SmtpConfig:
     max_connections: int = 4
     rate_per_second: float = 0.0
     timeout: float = 30.0
+    ca_file: Path | None = None  # certificates to trust besides the system's (a private relay)
+    first_retry_seconds: float = 30.0  # a deferred message is tried again after this, doubling
+    retry_window_minutes: float = 10.0  # how long one run waits for deferred messages
+
+
+@dataclass(frozen=True)
+class DkimConfig:
+    """DKIM signing of every edition message (dkimpy, relaxed/relaxed)."""
+
+    domain: str
+    selector: str
+    private_key_path: Path
+
+
+@dataclass(frozen=True)
+class BouncesConfig:
+    """Where bounces, complaints and mailed unsubscribe requests arrive, and how to read them.
+
+    ``address`` turns on VERP: each message's envelope sender is ``local+TOKEN@domain``,
+    so a bounce names the delivery it is about. ``unsubscribe_address`` adds a mailto: to
+    List-Unsubscribe; only set it when `digest bounces process` reads that mailbox.
+    """
+
+    address: str | None = None
+    unsubscribe_address: str | None = None
+    maildir: Path | None = None
+    imap_host: str | None = None
+    imap_port: int = 993
+    imap_security: Security = "ssl"
+    imap_user: str | None = None
+    imap_password_env: str | None = None
+    imap_folder: str = "INBOX"
 
 
 @dataclass(frozen=True)
@@ -144,6 +176,8 @@ class Settings:
     web: WebConfig
     theme: ThemeConfig = field(default_factory=ThemeConfig)
     gather: GatherConfig = field(default_factory=GatherConfig)
+    dkim: DkimConfig | None = None
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
     schedule: ScheduleConfig | None = None
     warnings: tuple[str, ...] = ()
     # Only the demo sets this; everywhere else the secret comes from the environment.
@@ -188,6 +222,16 @@ class Settings:
                 "it must hold the SMTP password",
                 hint=f"export {name}=... before running digest",
             )
+        return value
+
+    def imap_password(self) -> str:
+        """The bounce mailbox's password, from the environment."""
+        name = self.bounces.imap_password_env or ""
+        value = self.environ.get(name)
+        if not value:
+            raise ConfigError(
+                f"{self.path}: [bounces] imap_password_env: environment variable {name} is not "
+                "set; it must hold the bounce mailbox's password")
         return value
 
     def with_environ(self, environ: Mapping[str, str]) -> Settings:
@@ -303,11 +347,50 @@ def parse_config(text: str, path: Path) -> Settings:
         max_connections=smtp_t.integer("max_connections", default=4, minimum=1, maximum=64),
         rate_per_second=smtp_t.number("rate_per_second", default=0.0, minimum=0.0),
         timeout=smtp_t.number("timeout", default=30.0, minimum=1.0),
+        ca_file=_existing_file(smtp_t, "ca_file", base),
+        first_retry_seconds=smtp_t.number("first_retry_seconds", default=30.0, minimum=0.1),
+        retry_window_minutes=smtp_t.number("retry_window_minutes", default=10.0, minimum=0.0),
     )
     if smtp.username and not smtp.password_env:
         smtp_t.fail("password_env", "username is set, so password_env must name the "
                     "environment variable that holds the password")
     smtp_t.finish()
+
+    dkim = None
+    if "dkim" in data:
+        dk_t = root.table("dkim")
+        dkim = DkimConfig(
+            domain=dk_t.text("domain", required=True).lower(),
+            selector=dk_t.text("selector", required=True),
+            private_key_path=_existing_file(dk_t, "private_key_path", base, required=True),
+        )
+        key_text = dkim.private_key_path.read_bytes()
+        if b"PRIVATE KEY" not in key_text:
+            dk_t.fail("private_key_path", f"{dkim.private_key_path} does not hold a PEM "
+                      "private key")
+        if not (publication.domain == dkim.domain
+                or publication.domain.endswith("." + dkim.domain)):
+            dk_t.fail("domain", f"{dkim.domain!r} does not cover the From domain "
+                      f"{publication.domain!r}, so receivers would not align the signature")
+        dk_t.finish()
+
+    bo_t = root.table("bounces")
+    bounces = BouncesConfig(
+        address=bo_t.email("address"),
+        unsubscribe_address=bo_t.email("unsubscribe_address"),
+        maildir=(base / bo_t.text("maildir")) if bo_t.text("maildir") else None,
+        imap_host=bo_t.text("imap_host"),
+        imap_port=bo_t.integer("imap_port", default=993, minimum=1, maximum=65535),
+        imap_security=bo_t.choice("imap_security", ("none", "starttls", "ssl"),  # type: ignore[arg-type]
+                                  default="ssl"),
+        imap_user=bo_t.text("imap_user"),
+        imap_password_env=bo_t.env_name("imap_password_env"),
+        imap_folder=bo_t.text("imap_folder", default="INBOX"),
+    )
+    if bounces.imap_host and not (bounces.imap_user and bounces.imap_password_env):
+        bo_t.fail("imap_user", "imap_host is set, so imap_user and imap_password_env are "
+                  "needed too")
+    bo_t.finish()
 
     schedule = None
     if "schedule" in data:
@@ -376,6 +459,8 @@ def parse_config(text: str, path: Path) -> Settings:
         web=web,
         theme=theme,
         gather=gather,
+        dkim=dkim,
+        bounces=bounces,
         schedule=schedule,
         warnings=tuple(warnings),
     )
@@ -420,6 +505,16 @@ def _resolve_source_url(url: str, base: Path, table: _Table) -> str:
         table.fail("url", f"unsupported scheme {scheme!r} in {url!r} "
                    "(expected http://, https:// or a local file path)")
     return (base / url).resolve().as_uri()
+
+
+def _existing_file(table: _Table, key: str, base: Path, *, required: bool = False) -> Any:
+    value = table.text(key, required=required)
+    if value is None:
+        return None
+    path = (base / value).resolve()
+    if not path.is_file():
+        table.fail(key, f"file {path} does not exist")
+    return path
 
 
 def _check_cron(expr: str, table: _Table) -> None:

@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -23,11 +24,12 @@ from . import domain
 from .app import Context
 from .check import CheckReport, check_edition, check_links
 from .compose import compose, drop_sections
-from .deliver.message import MessageTemplate, OutgoingMessage, Recipient, message_id
+from .deliver.message import MessageTemplate, OutgoingMessage, Recipient
 from .deliver.notify import notify_editors
-from .deliver.run import Job, Result, RunReport, Skip, Transport, deliver
+from .deliver.run import Job, Result, Retry, RunReport, Skip, Transport, deliver
 from .deliver.smtp import MemoryTransport
 from .errors import EditionError
+from .locks import send_lock
 from .models import DeliveryStatus, Edition, EditionStatus, SubscriberStatus
 from .queries import articles as article_queries
 from .queries import deliveries as delivery_queries
@@ -83,19 +85,15 @@ def sample_recipient(ctx: Context, nonce: str) -> Recipient:
     """Who a preview is addressed to: the first confirmed subscriber, else a sample address."""
     with ctx.db.reader() as session:
         first = subscriber_queries.first_confirmed(session)
-        sub_id, email, name, key = (
-            (first.id, first.email, first.name, first.email_key) if first is not None
-            else (0, SAMPLE_ADDRESS, None, SAMPLE_ADDRESS)
-        )
-    return Recipient(email, name, ctx.personal_links(sub_id, email, key),
-                     message_id(nonce, sub_id, ctx.settings.publication.domain))
+        if first is not None:
+            return ctx.recipient(first.id, first.email, first.email_key, first.name, nonce)
+    return ctx.recipient(0, SAMPLE_ADDRESS, SAMPLE_ADDRESS, None, nonce)
 
 
 def preflight(ctx: Context, prepared: Prepared, *, links: bool = True) -> CheckReport:
     """The pre-flight check of a prepared edition (see digest.check)."""
     recipient = sample_recipient(ctx, prepared.rendered.nonce)
-    message = MessageTemplate(prepared.rendered, ctx.settings.publication).build(
-        recipient, date=ctx.now())
+    message = ctx.message_template(prepared.rendered).build(recipient, date=ctx.now())
     report = check_edition(prepared.plan, prepared.rendered, message.data, recipient.personal)
     if links:
         check_links(prepared.plan, report)
@@ -141,7 +139,7 @@ def preview(ctx: Context, period: domain.Period, out: Path, *,
         return None
     recipient = sample_recipient(ctx, prepared.rendered.nonce)
     rendered = prepared.rendered
-    message = MessageTemplate(rendered, ctx.settings.publication).build(recipient, date=ctx.now())
+    message = ctx.message_template(rendered).build(recipient, date=ctx.now())
     out.mkdir(parents=True, exist_ok=True)
     files = PreviewFiles(
         folder=out, html=out / "digest.html", text=out / "digest.txt", eml=out / "digest.eml",
@@ -208,16 +206,15 @@ def send(
     confirmed subscriber still owed it.
 
     A new edition first passes the pre-flight check (errors block it) and the thin-week
-    rule ([digest] min_articles and thin_policy).
+    rule ([digest] min_articles and thin_policy). On SQLite one send runs at a time.
     """
     ctx.signer  # noqa: B018 - a missing secret fails here, before anything is stored
-    with ctx.db.reader() as session:
-        existing = edition_queries.get_by_period(session, period.key)
-        existing_id = existing.id if existing else None
-    resumed = existing is not None
-    enqueued = 0
-    report: CheckReport | None = None
-    if existing is None:
+    with _sending(ctx):
+        with ctx.db.reader() as session:
+            existing = edition_queries.get_by_period(session, period.key)
+            existing_id = existing.id if existing else None
+        if existing_id is not None:
+            return _deliver(ctx, existing_id, transport, stop, on_batch, resumed=True)
         prepared = prepare(ctx, period, intro=intro)
         if prepared is None:
             return SendOutcome(SendState.NOTHING_NEW, period.key)
@@ -242,51 +239,87 @@ def send(
                     status=EditionStatus.PREPARED if held else EditionStatus.SENDING)
                 if not held:
                     edition_queries.set_status(session, row, EditionStatus.SENDING, ctx.now())
-                    enqueued = delivery_queries.enqueue(session, row.id, ctx.now())
-                existing_id = row.id
-            if held:
-                notified = notify_editors(
-                    ctx.settings.publication, transport,
-                    f"[digest] Edition {period.key} is held: {count} articles",
-                    _held_notice(ctx, period.key, existing_id, count), date=ctx.now())
-                return SendOutcome(SendState.HELD, period.key, existing_id,
-                                   prepared.rendered.subject, check=report, articles=count,
-                                   notified=notified)
+                    delivery_queries.enqueue(session, row.id, ctx.now())
+                edition_id = row.id
         except IntegrityError:
-            # Another process created this period's edition meanwhile: continue that one.
+            # Another process (on PostgreSQL) created this period's edition meanwhile.
             with ctx.db.reader() as session:
                 found = edition_queries.get_by_period(session, period.key)
             if found is None:
                 raise
-            existing_id, resumed = found.id, True
-    assert existing_id is not None
+            return _deliver(ctx, found.id, transport, stop, on_batch, resumed=True)
+        if held:
+            notified = notify_editors(
+                ctx.settings.publication, transport,
+                f"[digest] Edition {period.key} is held: {count} articles",
+                _held_notice(ctx, period.key, edition_id, count), date=ctx.now())
+            return SendOutcome(SendState.HELD, period.key, edition_id,
+                               prepared.rendered.subject, check=report, articles=count,
+                               notified=notified)
+        outcome = _deliver(ctx, edition_id, transport, stop, on_batch, resumed=False)
+        outcome.check, outcome.articles = report, count
+        return outcome
+
+
+def _sending(ctx: Context) -> AbstractContextManager[object]:
+    """One sender per SQLite database; PostgreSQL senders share the work through the ledger."""
+    return send_lock(ctx.db) if ctx.db.is_sqlite else nullcontext()
+
+
+def retry_policy(ctx: Context) -> Retry:
+    """When deferred messages are tried again, from [smtp]."""
+    cfg = ctx.settings.smtp
+    return Retry(first=timedelta(seconds=cfg.first_retry_seconds),
+                 window=timedelta(minutes=cfg.retry_window_minutes))
+
+
+def _deliver(ctx: Context, edition_id: int, transport: Transport,
+             stop: threading.Event | None, on_batch: Callable[[RunReport], None] | None,
+             *, resumed: bool) -> SendOutcome:
+    """Deliver a stored edition to everyone still owed it (the send lock is held)."""
+    enqueued = 0
     with ctx.db.session() as session:
-        current = edition_queries.get(session, existing_id)
+        current = edition_queries.get(session, edition_id)
         assert current is not None
-        status, subject = current.status, current.subject
+        status, subject, period = current.status, current.subject, current.period
         rendered = stored_rendering(current)
         edition_row = current
-        if status == EditionStatus.SENDING and resumed:
+        if status == EditionStatus.SENDING:
             # Subscribers who confirmed since the edition was enqueued are owed it too.
             enqueued = delivery_queries.enqueue(session, current.id, ctx.now())
-    outcome = SendOutcome(SendState.COMPLETE, period.key, existing_id, subject, enqueued,
-                          resumed=resumed, check=report, status=status)
+    outcome = SendOutcome(SendState.COMPLETE, period, edition_id, subject, enqueued,
+                          resumed=resumed, status=status)
     if status == EditionStatus.SENT:
         outcome.state = SendState.ALREADY_SENT
     elif status != EditionStatus.SENDING:
         outcome.state = SendState.NOT_SENDABLE
     else:
-        ledger = delivery_queries.SqlLedger(ctx.db, existing_id, _sender_id())
+        ledger = delivery_queries.SqlLedger(ctx.db, edition_id, _sender_id())
         if ctx.db.is_sqlite:
             # One sender per SQLite database, so any claim left over is a dead sender's.
             with ctx.db.session() as session:
-                delivery_queries.release_claims(session, existing_id, ctx.now())
+                delivery_queries.release_claims(session, edition_id, ctx.now())
         outcome.run = deliver(ledger, transport, Builder(ctx, rendered, edition=edition_row),
-                              clock=ctx.now, stop=stop, on_batch=on_batch)
+                              clock=ctx.now, stop=stop, on_progress=on_batch,
+                              retry=retry_policy(ctx))
         outcome.state = SendState.COMPLETE if outcome.run.complete else SendState.INCOMPLETE
+        with ctx.db.reader() as session:
+            row = edition_queries.get(session, edition_id)
+            if row is not None and row.status != EditionStatus.SENDING and not (
+                    outcome.run.complete):
+                outcome.state, outcome.status = SendState.NOT_SENDABLE, row.status
     with ctx.db.reader() as session:
-        outcome.counts = delivery_queries.counts(session, existing_id)
+        outcome.counts = delivery_queries.counts(session, edition_id)
     return outcome
+
+
+def deliver_edition(ctx: Context, edition_id: int, transport: Transport, *,
+                    stop: threading.Event | None = None,
+                    on_batch: Callable[[RunReport], None] | None = None) -> SendOutcome:
+    """Continue delivering a stored edition (resume, retry, approve)."""
+    ctx.signer  # noqa: B018 - a missing secret fails here, before anything is sent
+    with _sending(ctx):
+        return _deliver(ctx, edition_id, transport, stop, on_batch, resumed=True)
 
 
 def _held_notice(ctx: Context, period: str, edition_id: int, count: int) -> str:
@@ -373,17 +406,14 @@ class Builder:
 
     def _template(self, rendered: domain.RenderedEdition) -> MessageTemplate:
         subject = f"[TEST] {rendered.subject}" if self.test else None
-        return MessageTemplate(rendered, self.ctx.settings.publication, subject=subject)
+        return self.ctx.message_template(rendered, subject=subject)
 
     def __call__(self, job: Job, when: datetime) -> OutgoingMessage:
         template = self.template_for(job.excluded)
         if template is None:
             raise Skip("the reader opted out of every section of this edition")
-        recipient = Recipient(
-            email=job.email, name=job.name,
-            personal=self.ctx.personal_links(job.subscriber_id, job.email, job.email_key),
-            message_id=message_id(self.rendered.nonce, job.subscriber_id, self.domain),
-        )
+        recipient = self.ctx.recipient(job.subscriber_id, job.email, job.email_key, job.name,
+                                       self.rendered.nonce, self.edition_id)
         return template.build(recipient, date=when)
 
 
@@ -453,13 +483,23 @@ class _MemoryLedger:
 
     def __init__(self, jobs: Sequence[Job]) -> None:
         self._jobs: Iterator[Job] = iter(jobs)
+        self._count = len(jobs)
         self.results: list[Result] = []
+
+    def owed(self) -> int:
+        return self._count - len(self.results)
 
     def claim(self, limit: int, now: datetime) -> list[Job]:
         return [job for _, job in zip(range(limit), self._jobs, strict=False)]
 
     def record(self, results: Sequence[Result], now: datetime) -> None:
         self.results.extend(results)
+
+    def release(self, jobs: Sequence[Job], now: datetime) -> None:
+        pass
+
+    def renew(self, now: datetime) -> None:
+        pass
 
     def next_retry(self) -> datetime | None:
         return None

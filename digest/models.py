@@ -168,7 +168,7 @@ class Subscriber(Base):
     # How they joined and confirmed (method, times, addresses): the proof of consent.
     consent: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     bounce_count: Mapped[int] = mapped_column(Integer, default=0)
-    soft_bounces: Mapped[int] = mapped_column(Integer, default=0)  # in a row
+    soft_bounces: Mapped[int] = mapped_column(Integer, default=0)  # on their latest editions
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
@@ -202,6 +202,7 @@ class Edition(Base):
     articles: Mapped[list[EditionArticle]] = relationship(
         back_populates="edition", order_by="EditionArticle.position", cascade="all, delete-orphan"
     )
+    variants: Mapped[list[EditionVariant]] = relationship(cascade="all, delete-orphan")
 
 
 class EditionVariant(Base):
@@ -265,3 +266,5 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None]
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None]
+    # What a later report said about a message the server had accepted: soft, hard.
+    bounce: Mapped[str | None] = mapped_column(String(8))

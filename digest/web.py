@@ -44,7 +44,6 @@ from starlette.staticfiles import StaticFiles
 from . import editions, mails, subscribers
 from .app import Context
 from .compose import MORE, weekly_period
-from .deliver.message import MessageTemplate, Recipient, message_id
 from .deliver.smtp import SMTPTransport
 from .domain import Personal, personalise
 from .errors import SubscriberError
@@ -347,14 +346,12 @@ class Web:
 
     def _sample(self, prepared: editions.Prepared) -> tuple[str, str, bytes]:
         # Never a real subscriber's address on a web page.
-        recipient = Recipient(
-            PREVIEW_ADDRESS, None, self.ctx.personal_links(0, PREVIEW_ADDRESS, PREVIEW_ADDRESS),
-            message_id(prepared.rendered.nonce, 0, self.ctx.settings.publication.domain))
+        recipient = self.ctx.recipient(0, PREVIEW_ADDRESS, PREVIEW_ADDRESS, None,
+                                       prepared.rendered.nonce)
         rendered = prepared.rendered
         page = personalise(rendered.html, rendered.markers, recipient.personal, html.escape)
         text = personalise(rendered.text, rendered.markers, recipient.personal)
-        message = MessageTemplate(rendered, self.ctx.settings.publication).build(
-            recipient, date=self.ctx.now())
+        message = self.ctx.message_template(rendered).build(recipient, date=self.ctx.now())
         return page, text, message.data
 
     async def preview(self, request: Request) -> Response:

@@ -32,6 +32,7 @@ def config_text(
     extra: str = "",
     digest: str = "",
     web: str = 'base_url = "https://news.example.org"',
+    smtp: str = "",
 ) -> str:
     """A small valid config.toml; pieces can be swapped per test."""
     sources = "".join(
@@ -55,6 +56,7 @@ window_days = 7
 host = "127.0.0.1"
 port = {smtp_port}
 max_connections = 2
+{smtp}
 
 [web]
 {web}

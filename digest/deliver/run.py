@@ -4,18 +4,27 @@ It knows a Ledger (where deliveries are owed and recorded) and a Transport (wher
 messages go) only through the two small interfaces below; the SQL ledger lives in
 digest/queries/deliveries.py, the transports in digest/deliver/smtp.py.
 
-Guarantee: a delivery is marked ``sending`` (with a lease) in the ledger before its
-message leaves, and its result is recorded after the server answered. A process
-killed in between leaves at most one claimed batch (2 × max_connections messages)
-sent but unrecorded; the next run sends those again, with the same Message-ID.
+How one run works: the main thread claims batches of due deliveries (they become
+``sending``, with a lease, in one transaction) and puts them on a work queue;
+``max_connections`` sender threads take jobs, build each message by substitution
+and hand it to the transport; the main thread records the answers in groups, one
+transaction per group, and renews the leases of what it still holds.
+
+The crash guarantee: a sender must take a permit before handing a message over,
+and a permit is given back only once that message's result is committed. There
+are 2 × max_connections permits, so a process killed at any moment leaves at
+most 2 × max_connections messages sent but not recorded. Those rows are still
+``sending``; when their lease runs out (at once, for a new run on SQLite) they
+are sent again, with the same Message-ID. Claimed rows that were never sent are
+simply sent later: they are not duplicates.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -27,6 +36,8 @@ from .smtp import Outcome, SendResult
 FIRST_RETRY = timedelta(seconds=30)
 MAX_RETRY_DELAY = timedelta(hours=1)
 DEFAULT_RETRY_WINDOW = timedelta(minutes=10)
+DEFAULT_LEASE = timedelta(seconds=30)
+RECORD_EVERY = 0.05  # seconds: how long results may wait to be grouped into one commit
 
 
 @dataclass(frozen=True)
@@ -63,13 +74,23 @@ class Ledger(Protocol):
     """Where deliveries are owed and recorded (see queries.deliveries.SqlLedger)."""
 
     def claim(self, limit: int, now: datetime) -> list[Job]:
-        """Mark up to ``limit`` due deliveries as sending and return them."""
+        """Mark up to ``limit`` due deliveries as sending and return them (none when the
+        edition is not being sent, e.g. paused)."""
 
     def record(self, results: Sequence[Result], now: datetime) -> None:
         """Store the results of sent jobs in one transaction."""
 
+    def release(self, jobs: Sequence[Job], now: datetime) -> None:
+        """Give back claimed jobs that were not sent (a stop): due again at once."""
+
+    def renew(self, now: datetime) -> None:
+        """Extend the lease of every job this sender still holds."""
+
     def next_retry(self) -> datetime | None:
         """When the earliest deferred delivery is due, if any is."""
+
+    def owed(self) -> int:
+        """How many deliveries are not final yet."""
 
     def finish_if_complete(self, now: datetime) -> bool:
         """Mark the edition sent when every delivery is final; True when it is."""
@@ -108,6 +129,13 @@ class RunReport:
     stopped: bool = False
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    max_unrecorded: int = 0  # the most messages ever sent but not yet recorded at once
+    total: int = 0  # deliveries owed when the run started
+
+    @property
+    def handled(self) -> int:
+        """How many deliveries this run finished or deferred."""
+        return self.sent + self.deferred + self.failed + self.suppressed
 
     def add(self, job: Job, result: Result) -> None:
         """Count one result."""
@@ -122,13 +150,21 @@ class RunReport:
             self.failures.append((job.email, result.reply or ""))
 
 
-def retry_delay(attempts: int) -> timedelta:
-    """Exponential backoff: 30 s after the first attempt, doubling, at most an hour."""
-    delay: timedelta = FIRST_RETRY * (2 ** max(0, attempts - 1))
-    return min(delay, MAX_RETRY_DELAY)
+@dataclass(frozen=True)
+class Retry:
+    """When deferred deliveries are tried again."""
+
+    first: timedelta = FIRST_RETRY
+    longest: timedelta = MAX_RETRY_DELAY
+    window: timedelta = DEFAULT_RETRY_WINDOW  # how long one run waits for them
+
+    def delay(self, attempts: int) -> timedelta:
+        """Exponential backoff: ``first`` after the first attempt, doubling, capped."""
+        delay: timedelta = self.first * (2 ** max(0, attempts - 1))
+        return min(delay, self.longest)
 
 
-def to_result(job: Job, sent: SendResult, now: datetime) -> Result:
+def to_result(job: Job, sent: SendResult, now: datetime, retry: Retry = Retry()) -> Result:
     """Turn the server's answer into a ledger result."""
     if sent.outcome is Outcome.SENT:
         return Result(job.delivery_id, job.subscriber_id, DeliveryStatus.SENT, sent.summary)
@@ -136,11 +172,142 @@ def to_result(job: Job, sent: SendResult, now: datetime) -> Result:
         return Result(job.delivery_id, job.subscriber_id, DeliveryStatus.FAILED, sent.summary,
                       bounced=True)
     return Result(job.delivery_id, job.subscriber_id, DeliveryStatus.DEFERRED, sent.summary,
-                  retry_at=now + retry_delay(job.attempts))
+                  retry_at=now + retry.delay(job.attempts))
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+Progress = Callable[[RunReport], None]
+
+
+class _Run:
+    """One delivery run's moving parts (see the module docstring)."""
+
+    def __init__(self, ledger: Ledger, transport: Transport,
+                 build: Callable[[Job, datetime], OutgoingMessage], *, batch_size: int,
+                 retry: Retry, clock: Callable[[], datetime], stop: threading.Event,
+                 on_progress: Progress | None, lease: timedelta) -> None:
+        self.ledger, self.transport, self.build = ledger, transport, build
+        self.batch_size, self.retry, self.clock, self.stop = batch_size, retry, clock, stop
+        self.on_progress, self.lease = on_progress, lease
+        self.report = RunReport()
+        senders = transport.concurrency
+        self.window = 2 * senders
+        self.permits = threading.Semaphore(self.window)
+        self.halt = threading.Event()  # set when the run ends for any reason
+        self.work: queue.Queue[Job | None] = queue.Queue()
+        self.results: queue.Queue[tuple[Job, Result]] = queue.Queue()
+        self.unrecorded = 0
+        self.lock = threading.Lock()
+        self.in_hand = 0  # claimed and not yet recorded (queued or in flight)
+        self.threads = [threading.Thread(target=self._sender, name=f"digest-send-{n}",
+                                         daemon=True) for n in range(senders)]
+
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self.halt.is_set()
+
+    def _take_permit(self) -> bool:
+        """Wait for a permit to send; False when the run stops meanwhile."""
+        while not self.permits.acquire(timeout=0.1):
+            if self._stopping():
+                return False
+        if self._stopping():
+            self.permits.release()
+            return False
+        return True
+
+    def _sender(self) -> None:
+        while True:
+            job = self.work.get()
+            if job is None:
+                return
+            if not self._take_permit():
+                self.results.put((job, _UNSENT))
+                continue
+            with self.lock:
+                self.unrecorded += 1
+                self.report.max_unrecorded = max(self.report.max_unrecorded, self.unrecorded)
+            try:
+                message = self.build(job, self.clock())
+            except Skip as skipped:
+                result = Result(job.delivery_id, job.subscriber_id, DeliveryStatus.SUPPRESSED,
+                                f"not sent: {skipped}")
+            else:
+                result = to_result(job, self.transport.send(message), self.clock(), self.retry)
+            self.results.put((job, result))
+
+    def _record(self, wait: float) -> int:
+        """Commit the results that arrived (waiting up to ``wait`` for the first)."""
+        batch: list[tuple[Job, Result]] = []
+        try:
+            batch.append(self.results.get(timeout=wait))
+            while True:
+                batch.append(self.results.get_nowait())
+        except queue.Empty:
+            pass
+        if not batch:
+            return 0
+        sent = [(job, result) for job, result in batch if result is not _UNSENT]
+        unsent = [job for job, result in batch if result is _UNSENT]
+        now = self.clock()
+        if sent:
+            self.ledger.record([result for _, result in sent], now)
+            for job, result in sent:
+                self.report.add(job, result)
+            with self.lock:
+                self.unrecorded -= len(sent)
+            for _ in sent:
+                self.permits.release()
+        if unsent:
+            self.ledger.release(unsent, now)
+        self.in_hand -= len(batch)
+        if self.on_progress:
+            self.on_progress(self.report)
+        return len(batch)
+
+    def run(self, deadline: datetime) -> RunReport:
+        for thread in self.threads:
+            thread.start()
+        renewed = time.monotonic()
+        try:
+            while True:
+                if self.stop.is_set() and self.in_hand == 0:
+                    break
+                if not self.stop.is_set() and self.in_hand < self.batch_size:
+                    jobs = self.ledger.claim(self.batch_size, self.clock())
+                    for job in jobs:
+                        self.work.put(job)
+                    self.in_hand += len(jobs)
+                if self.in_hand:
+                    self._record(RECORD_EVERY)
+                    if time.monotonic() - renewed > self.lease.total_seconds() / 3:
+                        self.ledger.renew(self.clock())
+                        renewed = time.monotonic()
+                    continue
+                if self.stop.is_set():
+                    break
+                if self.ledger.finish_if_complete(self.clock()):
+                    self.report.complete = True
+                    break
+                due = self.ledger.next_retry()
+                if due is None or due > deadline:
+                    break
+                self.stop.wait(max(0.05, min((due - self.clock()).total_seconds(), 5.0)))
+        finally:
+            self.halt.set()
+            for _ in self.threads:
+                self.work.put(None)
+            for thread in self.threads:
+                thread.join()
+            while self.in_hand and self._record(0):
+                pass
+        self.report.stopped = self.stop.is_set() and not self.report.complete
+        return self.report
+
+
+_UNSENT = Result(0, 0, DeliveryStatus.PENDING, None)  # a job given back, not sent
 
 
 def deliver(
@@ -149,51 +316,30 @@ def deliver(
     build: Callable[[Job, datetime], OutgoingMessage],
     *,
     batch_size: int | None = None,
-    retry_window: timedelta = DEFAULT_RETRY_WINDOW,
+    retry: Retry | None = None,
+    retry_window: timedelta | None = None,
     clock: Callable[[], datetime] = _now,
     stop: threading.Event | None = None,
-    on_batch: Callable[[RunReport], None] | None = None,
+    on_progress: Progress | None = None,
+    lease: timedelta = DEFAULT_LEASE,
 ) -> RunReport:
-    """Send every owed delivery of one edition; return when all are final, the retry
-    window has passed with some still deferred, or ``stop`` is set (after the batch)."""
+    """Send every owed delivery of one edition; return when all are final, when the retry
+    window has passed with some still deferred, or when ``stop`` is set (after recording
+    what is in flight and giving back what was claimed but not sent)."""
     started = time.monotonic()
-    report = RunReport()
-    stop = stop or threading.Event()
-    size = batch_size or 2 * transport.concurrency
-    deadline = clock() + retry_window
+    retry = retry or Retry()
+    if retry_window is not None:
+        retry = Retry(retry.first, retry.longest, retry_window)
+    size = batch_size or max(4 * transport.concurrency, 50)
     transport.check()
-
-    def one(job: Job) -> Result:
-        when = clock()
-        try:
-            message = build(job, when)
-        except Skip as skipped:
-            return Result(job.delivery_id, job.subscriber_id, DeliveryStatus.SUPPRESSED,
-                          f"not sent: {skipped}")
-        return to_result(job, transport.send(message), clock())
-
+    run = _Run(ledger, transport, build, batch_size=size, retry=retry, clock=clock,
+               stop=stop or threading.Event(), on_progress=on_progress, lease=lease)
+    run.report.total = ledger.owed()
+    if on_progress:
+        on_progress(run.report)
     try:
-        with ThreadPoolExecutor(max_workers=transport.concurrency,
-                                thread_name_prefix="digest-send") as pool:
-            while not stop.is_set():
-                jobs = ledger.claim(size, clock())
-                if not jobs:
-                    if ledger.finish_if_complete(clock()):
-                        report.complete = True
-                        break
-                    due = ledger.next_retry()
-                    if due is None or due > deadline:
-                        break
-                    stop.wait(max(0.0, min((due - clock()).total_seconds(), 5.0)))
-                    continue
-                results = list(pool.map(one, jobs))
-                ledger.record(results, clock())
-                for job, result in zip(jobs, results, strict=True):
-                    report.add(job, result)
-                if on_batch:
-                    on_batch(report)
+        report = run.run(clock() + retry.window)
     finally:
         transport.close()
-    report.stopped = stop.is_set() and not report.complete
     report.seconds = time.monotonic() - started
     return report

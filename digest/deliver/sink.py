@@ -6,6 +6,7 @@ chosen recipients with a chosen reply, to play a server that defers or refuses.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Callable
@@ -34,10 +35,15 @@ class Received:
     path: Path | None
 
 
+DROP = "DROP"  # a data_reply that closes the connection instead of answering
+
+
 @dataclass
 class _Handler:
     folder: Path | None
     rcpt_reply: Callable[[str], str | None] | None = None
+    data_reply: Callable[[Envelope], str | None] | None = None
+    delay: float = 0.0
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -50,6 +56,14 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        reply = self.data_reply(envelope) if self.data_reply else None
+        if reply == DROP and server.transport is not None:
+            server.transport.close()
+            return "421 closing"
+        if reply:
+            return reply
         data = envelope.original_content or b""
         if isinstance(envelope.content, bytes) and envelope.content:
             data = envelope.content
@@ -75,14 +89,20 @@ class SmtpSink:
         host: str = "127.0.0.1",
         port: int | None = None,
         rcpt_reply: Callable[[str], str | None] | None = None,
+        data_reply: Callable[[Envelope], str | None] | None = None,
+        delay: float = 0.0,
+        **smtp_options: Any,
     ) -> None:
+        """``rcpt_reply``/``data_reply`` may answer for the server (a 4xx or 5xx line, or
+        DROP to cut the connection); ``delay`` slows every message down; other keyword
+        arguments go to aiosmtpd (TLS contexts, an authenticator)."""
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.port = port or free_port(host)
-        self.handler = _Handler(folder, rcpt_reply)
+        self.handler = _Handler(folder, rcpt_reply, data_reply, delay)
         self._controller = Controller(self.handler, hostname=host, port=self.port,
-                                      data_size_limit=50 * 1024 * 1024)
+                                      data_size_limit=50 * 1024 * 1024, **smtp_options)
 
     @property
     def received(self) -> list[Received]:

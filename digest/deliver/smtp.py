@@ -78,6 +78,45 @@ class RateLimiter:
             time.sleep(at - now)
 
 
+THROTTLING_REPLIES = frozenset({421, 451, 452, 454})
+
+
+class Throttle:
+    """Adaptive backoff for the whole pool: a throttling reply (421, 451, 452, 454) pauses
+    every connection, for 1 s and then doubling up to a minute while they keep coming;
+    accepted messages halve the pause again."""
+
+    def __init__(self, first: float = 1.0, longest: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.first, self.longest, self.clock, self.sleep = first, longest, clock, sleep
+        self.delay = 0.0
+        self.paused_until = 0.0
+        self.hits = 0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        """Block while the pool is paused."""
+        with self._lock:
+            pause = self.paused_until - self.clock()
+        if pause > 0:
+            self.sleep(pause)
+
+    def hit(self) -> None:
+        """The server asked us to slow down."""
+        with self._lock:
+            self.hits += 1
+            self.delay = self.first if self.delay < self.first else min(self.delay * 2,
+                                                                          self.longest)
+            self.paused_until = max(self.paused_until, self.clock() + self.delay)
+
+    def ok(self) -> None:
+        """A message went through."""
+        with self._lock:
+            if self.delay:
+                self.delay = self.delay / 2 if self.delay / 2 >= self.first else 0.0
+
+
 class SMTPTransport:
     """A pool of up to ``max_connections`` SMTP connections, reused across messages."""
 
@@ -87,6 +126,7 @@ class SMTPTransport:
         self.concurrency = cfg.max_connections
         self._idle: queue.LifoQueue[smtplib.SMTP] = queue.LifoQueue()
         self._limiter = RateLimiter(cfg.rate_per_second)
+        self.throttle = Throttle()
         self._closed = False
 
     @property
@@ -96,7 +136,8 @@ class SMTPTransport:
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.cfg
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(
+            cafile=str(cfg.ca_file) if cfg.ca_file else None)
         conn: smtplib.SMTP
         if cfg.security == "ssl":
             conn = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout, context=context)
@@ -108,7 +149,7 @@ class SMTPTransport:
                 conn.starttls(context=context)
                 conn.ehlo()
             if cfg.username:
-                conn.login(cfg.username, self._password or "")
+                _login(conn, cfg.username, self._password or "")
         except BaseException:
             _quietly_close(conn)
             raise
@@ -134,15 +175,25 @@ class SMTPTransport:
 
     def send(self, message: OutgoingMessage) -> SendResult:
         """Hand one message to the server over a pooled connection."""
+        self.throttle.wait()
         self._limiter.wait()
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
             try:
                 conn = self._connect()
+            except smtplib.SMTPConnectError as exc:
+                result = _classify(exc.smtp_code, exc.smtp_error, "connect")
+                if exc.smtp_code in THROTTLING_REPLIES:
+                    self.throttle.hit()
+                return SendResult(Outcome.TEMPORARY, result.code, result.reply, "connect")
             except (OSError, smtplib.SMTPException) as exc:
                 return SendResult(Outcome.TEMPORARY, None, _describe(exc), "connect")
         result, reusable = self._transact(conn, message)
+        if result.code in THROTTLING_REPLIES:
+            self.throttle.hit()
+        elif result.outcome is Outcome.SENT:
+            self.throttle.ok()
         if reusable and not self._closed:
             self._idle.put(conn)
         else:
@@ -190,6 +241,18 @@ class SMTPTransport:
                 conn.quit()
             except (OSError, smtplib.SMTPException):
                 _quietly_close(conn)
+
+
+def _login(conn: smtplib.SMTP, user: str, password: str) -> None:
+    """Log in with one mechanism (PLAIN, else LOGIN, else smtplib's choice): trying the
+    next mechanism after a refused password only delays the error, and some servers hang."""
+    advertised = (conn.esmtp_features.get("auth") or "").upper().split()
+    conn.user, conn.password = user, password
+    for mechanism, answer in (("PLAIN", conn.auth_plain), ("LOGIN", conn.auth_login)):
+        if mechanism in advertised:
+            conn.auth(mechanism, answer, initial_response_ok=mechanism == "PLAIN")
+            return
+    conn.login(user, password)
 
 
 def _data(conn: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:

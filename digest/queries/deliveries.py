@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, and_, func, insert, literal, or_, select, 
 from sqlalchemy.orm import Session
 
 from ..db import Database
-from ..deliver.run import Job, Result
+from ..deliver.run import DEFAULT_LEASE, Job, Result
 from ..models import (
     Delivery,
     DeliveryStatus,
@@ -20,7 +20,6 @@ from ..models import (
 )
 from . import editions
 
-DEFAULT_LEASE = timedelta(seconds=30)
 OWED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.DEFERRED)
 
 
@@ -79,7 +78,11 @@ def claim(
     now: datetime,
     lease: timedelta = DEFAULT_LEASE,
 ) -> list[Job]:
-    """Take up to ``limit`` due deliveries for ``owner``; suppress those no longer wanted."""
+    """Take up to ``limit`` due deliveries for ``owner``; suppress those no longer wanted.
+    Nothing is taken while the edition is not being sent (paused, cancelled)."""
+    status = session.scalar(select(Edition.status).where(Edition.id == edition_id))
+    if status != EditionStatus.SENDING:
+        return []
     while True:
         pick = (
             select(Delivery.id).where(_due(edition_id, now)).order_by(Delivery.id).limit(limit)
@@ -140,6 +143,29 @@ def record(session: Session, results: Sequence[Result], now: datetime) -> None:
         )
 
 
+def release(session: Session, delivery_ids: Sequence[int], owner: str, now: datetime) -> None:
+    """Give back claimed deliveries that were not sent: pending again, the attempt undone."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(list(delivery_ids)), Delivery.claimed_by == owner,
+               Delivery.status == DeliveryStatus.SENDING)
+        .values(status=DeliveryStatus.PENDING, attempts=Delivery.attempts - 1,
+                claimed_by=None, lease_until=None, updated_at=now)
+    )
+
+
+def renew(session: Session, edition_id: int, owner: str, now: datetime,
+          lease: timedelta = DEFAULT_LEASE) -> int:
+    """Extend the lease of every delivery ``owner`` still holds."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.edition_id == edition_id, Delivery.claimed_by == owner,
+               Delivery.status == DeliveryStatus.SENDING)
+        .values(lease_until=now + lease)
+    )
+    return _rowcount(result)
+
+
 def release_claims(session: Session, edition_id: int, now: datetime) -> int:
     """Make claims of dead senders due at once (only when no other sender can be alive)."""
     result = session.execute(
@@ -193,10 +219,25 @@ class SqlLedger:
         with self.db.session() as session:
             record(session, results, now)
 
+    def release(self, jobs: Sequence[Job], now: datetime) -> None:
+        """Give back jobs that were claimed but not sent."""
+        with self.db.session() as session:
+            release(session, [j.delivery_id for j in jobs], self.owner, now)
+
+    def renew(self, now: datetime) -> None:
+        """Keep the lease on what this sender still holds."""
+        with self.db.session() as session:
+            renew(session, self.edition_id, self.owner, now, self.lease)
+
     def next_retry(self) -> datetime | None:
         """When the earliest deferred (or abandoned) delivery is due."""
         with self.db.reader() as session:
             return next_retry(session, self.edition_id)
+
+    def owed(self) -> int:
+        """How many deliveries of the edition are not final."""
+        with self.db.reader() as session:
+            return owed(session, self.edition_id)
 
     def finish_if_complete(self, now: datetime) -> bool:
         """Mark the edition sent once nothing is owed."""
@@ -207,3 +248,49 @@ class SqlLedger:
             if edition.status != EditionStatus.SENT:
                 editions.set_status(session, edition, EditionStatus.SENT, now)
             return True
+
+
+def suppress_owed(session: Session, edition_id: int, reason: str, now: datetime) -> int:
+    """Close every delivery of an edition that is still owed (a cancelled edition)."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.edition_id == edition_id, Delivery.status.in_(OWED))
+        .values(status=DeliveryStatus.SUPPRESSED, last_reply=reason, updated_at=now,
+                claimed_by=None, lease_until=None)
+    )
+    return _rowcount(result)
+
+
+def reopen_failed(session: Session, edition_id: int, now: datetime) -> int:
+    """Make an edition's failed and deferred deliveries pending again; subscribers whose
+    address bounced on this very edition are confirmed again (an operator retrying has
+    decided the refusal was not theirs)."""
+    failed = select(Delivery.subscriber_id).where(
+        Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.FAILED)
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id.in_(failed), Subscriber.status == SubscriberStatus.BOUNCED)
+        .values(status=SubscriberStatus.CONFIRMED,
+                bounce_count=func.max(Subscriber.bounce_count - 1, 0)
+                if session.get_bind().dialect.name == "sqlite"
+                else func.greatest(Subscriber.bounce_count - 1, 0))
+    )
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.edition_id == edition_id,
+               Delivery.status.in_((DeliveryStatus.FAILED, DeliveryStatus.DEFERRED)))
+        .values(status=DeliveryStatus.PENDING, next_attempt_at=None, updated_at=now)
+    )
+    return _rowcount(result)
+
+
+def failures(session: Session, edition_id: int, limit: int = 50) -> list[tuple[str, str]]:
+    """(address, last reply) of an edition's failed and deferred deliveries."""
+    rows = session.execute(
+        select(Subscriber.email, Delivery.last_reply, Delivery.status)
+        .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.edition_id == edition_id,
+               Delivery.status.in_((DeliveryStatus.FAILED, DeliveryStatus.DEFERRED)))
+        .order_by(Delivery.id).limit(limit)
+    )
+    return [(email or "(erased)", f"{status}: {reply or ''}") for email, reply, status in rows]

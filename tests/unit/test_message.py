@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import quopri
+import re
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -70,7 +71,8 @@ def test_headers() -> None:
     assert msg["Reply-To"] == "editors@news.example.org"
     assert msg["Subject"].startswith("The Test Review: Café — a long subject")
     assert msg["Date"] == "Mon, 30 Nov 2026 07:00:00 +0000"
-    assert msg["Message-ID"] == "<0123456789abcdef.42@news.example.org>"
+    assert re.fullmatch(r"<0123456789abcdef\.42\.[0-9a-f]{10}@news\.example\.org>",
+                        msg["Message-ID"])
     assert msg["MIME-Version"] == "1.0"
     assert msg["List-Unsubscribe"] == f"<{_recipient().personal.unsubscribe_url}>"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -128,3 +130,14 @@ def test_quoted_printable_round_trips(text: str) -> None:
     assert all(not line.endswith((b" ", b"\t")) for line in lines)
     expected = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
     assert quopri.decodestring(encoded).decode("utf-8") == expected
+
+
+def test_return_path_and_mailto_unsubscribe() -> None:
+    rec = Recipient("a@example.org", None, _recipient().personal, "<x@y>",
+                    return_path="bounces+1-2-abc@news.example.org",
+                    unsubscribe_mailto="unsubscribe+2-def@news.example.org")
+    out = MessageTemplate(_rendered(), PUB).build(rec, date=WHEN)
+    assert out.mail_from == "bounces+1-2-abc@news.example.org"
+    header = _parse(out.data)["List-Unsubscribe"]
+    assert header == (f"<{rec.personal.unsubscribe_url}>, "
+                      "<mailto:unsubscribe+2-def@news.example.org?subject=unsubscribe>")

@@ -118,6 +118,7 @@ def upgrade() -> None:
     sa.Column('next_attempt_at', sa.DateTime(), nullable=True),
     sa.Column('claimed_by', sa.String(length=64), nullable=True),
     sa.Column('lease_until', sa.DateTime(), nullable=True),
+    sa.Column('bounce', sa.String(length=8), nullable=True),
     sa.ForeignKeyConstraint(['edition_id'], ['editions.id'], name=op.f('fk_deliveries_edition_id_editions'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['subscriber_id'], ['subscribers.id'], name=op.f('fk_deliveries_subscriber_id_subscribers'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_deliveries')),
