@@ -6,6 +6,7 @@ missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v spamassassin >/dev/null 2>&1 || missing="$missing spamassassin"
 command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || missing="$missing postfix"
+[ -x /usr/sbin/dovecot ] || missing="$missing dovecot-imapd"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing test tools:$missing"

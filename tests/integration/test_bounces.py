@@ -10,12 +10,14 @@ from __future__ import annotations
 import email
 import mailbox
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import policy
 from itertools import pairwise
 from pathlib import Path
+
+import pytest
 
 from digest import editions, subscribers
 from digest.app import Context
@@ -506,3 +508,141 @@ def test_a_capitalised_bounce_address_still_matches_its_bounces(
                  RCPT="ann@example.org")
     reading = Reader(ctx).read(data)
     assert reading.kind is Kind.HARD
+
+
+# -- the same through a real IMAP server (Dovecot) ----------------------------------------
+
+DOVECOT_CONF = """protocols = imap
+listen = 127.0.0.1
+base_dir = {run}
+state_dir = {state}
+log_path = {log}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{mail}/%u
+default_internal_user = dovecot
+default_internal_group = dovecot
+default_login_user = dovenull
+first_valid_uid = 1
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {passwd}
+}}
+userdb {{
+  driver = passwd-file
+  args = {passwd}
+}}
+"""
+
+
+@pytest.fixture
+def imap_server(tmp_path: Path) -> Iterator[int]:
+    """A real Dovecot IMAP server on a free loopback port, user bounces / imap-pw."""
+    import os
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    from digest.deliver.sink import free_port
+
+    binary = shutil.which("dovecot") or ("/usr/sbin/dovecot"
+                                         if Path("/usr/sbin/dovecot").exists() else None)
+    if binary is None:
+        pytest.skip("Debian's dovecot-imapd is not installed "
+                    "(tests/install-system-tools.sh installs it as root)")
+    try:
+        dovecot = pwd.getpwnam("dovecot")
+        pwd.getpwnam("dovenull")
+    except KeyError:
+        pytest.skip("the dovecot and dovenull users do not exist")
+    if os.geteuid() != 0:
+        pytest.skip("starting Dovecot for the test needs root")
+    # Dovecot's own processes run as its users: its files live where they can reach them.
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="digest-dovecot-"))
+    os.chmod(root, 0o755)
+    for name in ("run", "state", "mail"):
+        (root / name).mkdir(parents=True)
+    os.chown(root / "mail", dovecot.pw_uid, dovecot.pw_gid)
+    (root / "passwd").write_text(
+        f"bounces:{{PLAIN}}imap-pw:{dovecot.pw_uid}:{dovecot.pw_gid}::{root / 'mail'}\n")
+    port = free_port()
+    conf = root / "dovecot.conf"
+    conf.write_text(DOVECOT_CONF.format(run=root / "run", state=root / "state",
+                                        log=root / "log", mail=root / "mail", port=port,
+                                        passwd=root / "passwd"))
+    server = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.skip("Dovecot did not start: " + (root / "log").read_text()[-500:]
+                            if (root / "log").exists() else "Dovecot did not start")
+            time.sleep(0.05)
+    yield port
+    server.terminate()
+    server.wait(10)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_bounces_are_read_from_an_imap_folder(
+    imap_server: int, make_context: Callable[..., Context], feed_server: FeedServer,
+    smtp_sink: SmtpSink, tmp_path: Path,
+) -> None:
+    import imaplib
+
+    table = (BOUNCES_TABLE + f'imap_host = "127.0.0.1"\nimap_port = {imap_server}\n'
+             'imap_security = "none"\nimap_user = "bounces"\nimap_password_env = "IMAP_PW"\n')
+    ctx = _context(make_context, feed_server, smtp_sink, extra=table)
+    ids = _add(ctx, "hard@example.org", "angry@example.org", "fine@example.org")
+    copies = _send(ctx, smtp_sink, _periods(ctx)[-1])
+    client = imaplib.IMAP4("127.0.0.1", imap_server)
+    client.login("bounces", "imap-pw")
+    for data in (_mail("hard-bounce", copies["hard@example.org"]),
+                 _mail("abuse-report", copies["angry@example.org"]),
+                 _mail("out-of-office", copies["fine@example.org"])):
+        client.append("INBOX", None, None, data)
+    client.logout()
+
+    ran = run_digest("bounces", "process", cwd=tmp_path,
+                     env={"DIGEST_SECRET_KEY": SECRET, "IMAP_PW": "imap-pw"})
+    assert ran.code == 0, ran.err
+    assert "hard bounce: 1" in ran.out and "complaint: 1" in ran.out
+    assert "left in place" in ran.err
+    state = _state(ctx)
+    assert state["hard@example.org"][0] == "bounced"
+    assert state["angry@example.org"][0] == "complained"
+    assert state["fine@example.org"][0] == "confirmed"
+    assert ids
+
+    client = imaplib.IMAP4("127.0.0.1", imap_server)
+    client.login("bounces", "imap-pw")
+    client.select("INBOX")
+    _, inbox = client.uid("SEARCH", "ALL")
+    client.select("Processed")
+    _, processed = client.uid("SEARCH", "ALL")
+    client.logout()
+    assert len(inbox[0].split()) == 1  # the out-of-office reply, left where it was
+    assert len(processed[0].split()) == 2
+
+    wrong = run_digest("bounces", "process", cwd=tmp_path,
+                       env={"DIGEST_SECRET_KEY": SECRET, "IMAP_PW": "nope"})
+    assert wrong.code == 1 and "IMAP 127.0.0.1" in wrong.err and "Traceback" not in wrong.err
