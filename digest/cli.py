@@ -7,6 +7,7 @@ code: 2 for configuration mistakes, 1 for the rest. A traceback means a bug.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
@@ -697,6 +698,87 @@ def _report_send(outcome: editions.SendOutcome, as_json: bool, *, dry_run: bool,
         click.echo(f"  ledger: {parts or 'empty'}")
     if outcome.state == State.INCOMPLETE:
         click.echo("  Some deliveries are still owed; run `digest send` again to continue.")
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("apscheduler", "httpx", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _transport_factory(app: Context) -> Callable[[], SMTPTransport]:
+    password = app.settings.smtp_password()  # a missing one fails now, not at 7 a.m.
+    return lambda: SMTPTransport(app.settings.smtp, password)
+
+
+@cli.command("run-weekly")
+@click.pass_context
+def run_weekly(ctx: click.Context) -> None:
+    """Gather, compose, check and send this week's edition once (for cron)."""
+    from . import schedule as scheduling
+
+    app = _context(ctx)
+    app.signer  # noqa: B018 - fail on a missing secret before doing anything
+    _log_to_stderr()
+    result = scheduling.run_weekly(app, _transport_factory(app), stop=_stop_on_signals())
+    if result is None:
+        click.echo("This firing already ran; nothing done.")
+        return
+    click.echo(f"{result.period}: {result.outcome.value}"
+               + (f" ({result.detail})" if result.detail else ""))
+    if result.outcome.value in ("failed", "incomplete"):
+        ctx.exit(1 if result.outcome.value == "failed" else 3)
+
+
+@cli.command("schedule")
+@click.option("--show", is_flag=True, help="print the next five run times and exit")
+@click.pass_context
+def schedule_command(ctx: click.Context, show: bool) -> None:
+    """Run the weekly job on [schedule] cron until stopped (SIGTERM finishes the batch)."""
+    from . import schedule as scheduling
+
+    app = _context(ctx)
+    trigger = scheduling.trigger_for(app)
+    tz = app.settings.timezone
+    if show:
+        for when in scheduling.next_times(trigger, app.now(), 5):
+            period = scheduling.period_for(trigger, when, tz, app.settings.digest.window_days)
+            click.echo(f"{when.astimezone(tz):%a %Y-%m-%d %H:%M %Z}  edition {period.key}")
+        return
+    app.signer  # noqa: B018 - fail on a missing secret before starting
+    _log_to_stderr()
+    daemon = scheduling.Daemon(app, _transport_factory(app), trigger=trigger)
+    daemon.run_forever()
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="print a machine-readable report")
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """The last scheduled runs, the next one, and the editions in progress."""
+    from . import schedule as scheduling
+
+    app = _context(ctx)
+    trigger = scheduling.trigger_for(app) if app.settings.schedule else None
+    info = scheduling.status(app, trigger)
+    tz = app.settings.timezone
+    if as_json:
+        _echo_json({"next_run": info["next"], "runs": [
+            {"scheduled_for": r[0], "period": r[1], "outcome": r[2], "detail": r[3]}
+            for r in info["runs"]], "in_progress": [e.__dict__ for e in info["in_progress"]]})
+        return
+    nxt = info["next"]
+    click.echo(f"Next run: {nxt.astimezone(tz):%a %Y-%m-%d %H:%M %Z}" if nxt
+               else "Next run: none (no [schedule] in the config)")
+    click.echo("Last runs:" if info["runs"] else "Last runs: none yet")
+    for when, period, outcome, detail in info["runs"]:
+        click.echo(f"  {when.astimezone(tz):%Y-%m-%d %H:%M}  {period:<24} {outcome}"
+                   + (f"  {detail}" if detail else ""))
+    for edition in info["in_progress"]:
+        counts = ", ".join(f"{k} {v}" for k, v in edition.counts.items() if v) or "no deliveries"
+        click.echo(f"In progress: edition {edition.id} {edition.period} ({edition.status}): "
+                   f"{counts}")
 
 
 @cli.group("bounces")

@@ -152,6 +152,11 @@ class ScheduleConfig:
 
     cron: str = "0 7 * * 1"
     timezone: str = "UTC"
+    misfire_grace_hours: float = 6.0  # a run missed by less than this is made up on start
+    require_approval: bool = False  # prepare, mail the editors a preview, send on approval
+    approval_deadline_hours: float = 24.0  # then approval_policy decides
+    approval_policy: Literal["send", "hold"] = "hold"
+    summary: bool = False  # mail the editors a summary after every run
 
 
 @dataclass(frozen=True)
@@ -398,7 +403,17 @@ def parse_config(text: str, path: Path) -> Settings:
         schedule = ScheduleConfig(
             cron=sch_t.text("cron", required=True),
             timezone=sch_t.text("timezone", default="UTC"),
+            misfire_grace_hours=sch_t.number("misfire_grace_hours", default=6.0, minimum=0.0),
+            require_approval=sch_t.boolean("require_approval", default=False),
+            approval_deadline_hours=sch_t.number("approval_deadline_hours", default=24.0,
+                                                 minimum=0.0),
+            approval_policy=sch_t.choice("approval_policy", ("send", "hold"),  # type: ignore[arg-type]
+                                         default="hold"),
+            summary=sch_t.boolean("summary", default=False),
         )
+        if (schedule.require_approval or schedule.summary) and not publication.editors:
+            sch_t.fail("require_approval" if schedule.require_approval else "summary",
+                       "mails go to the editors, but [publication] editors is empty")
         _check_cron(schedule.cron, sch_t)
         try:
             zoneinfo.ZoneInfo(schedule.timezone)

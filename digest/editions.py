@@ -168,6 +168,7 @@ class SendState(StrEnum):
     NOT_SENDABLE = "not_sendable"  # held, paused or cancelled: an operator must act
     THIN_SKIPPED = "thin_skipped"  # fewer than min_articles; thin_policy = "skip"
     HELD = "held"  # fewer than min_articles; thin_policy = "hold": prepared, editors told
+    AWAITING_APPROVAL = "awaiting_approval"  # prepared for the editors' approval
 
 
 @dataclass
@@ -201,9 +202,11 @@ def send(
     on_batch: Callable[[RunReport], None] | None = None,
     intro: str | None = None,
     check_links: bool = True,
+    approval: bool = False,
 ) -> SendOutcome:
     """Create the period's edition (or continue the unfinished one) and deliver it to every
-    confirmed subscriber still owed it.
+    confirmed subscriber still owed it. With ``approval``, a new edition is only prepared
+    and stored, for `digest editions approve`.
 
     A new edition first passes the pre-flight check (errors block it) and the thin-week
     rule ([digest] min_articles and thin_policy). On SQLite one send runs at a time.
@@ -230,7 +233,7 @@ def send(
         if prepared.thin and policy == "skip":
             return SendOutcome(SendState.THIN_SKIPPED, period.key,
                                subject=prepared.rendered.subject, check=report, articles=count)
-        held = prepared.thin and policy == "hold"
+        held = (prepared.thin and policy == "hold") or approval
         try:
             with ctx.db.session() as session:
                 row = edition_queries.create_edition(
@@ -248,6 +251,9 @@ def send(
             if found is None:
                 raise
             return _deliver(ctx, found.id, transport, stop, on_batch, resumed=True)
+        if approval:
+            return SendOutcome(SendState.AWAITING_APPROVAL, period.key, edition_id,
+                               prepared.rendered.subject, check=report, articles=count)
         if held:
             notified = notify_editors(
                 ctx.settings.publication, transport,

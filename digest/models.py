@@ -268,3 +268,35 @@ class Delivery(Base):
     lease_until: Mapped[datetime | None]
     # What a later report said about a message the server had accepted: soft, hard.
     bounce: Mapped[str | None] = mapped_column(String(8))
+
+
+class RunOutcome(StrEnum):
+    """How one scheduled firing ended."""
+
+    BASELINE = "baseline"  # the daemon's first start: earlier firings were not its to run
+    RUNNING = "running"  # started, not finished (a crash leaves this)
+    SENT = "sent"  # the period's edition went out (complete)
+    INCOMPLETE = "incomplete"  # sent, with deliveries still owed
+    NOTHING_NEW = "nothing_new"  # no article that was not featured already
+    ALREADY_SENT = "already_sent"  # the period's edition had gone out (e.g. a manual send)
+    THIN = "thin"  # fewer than min_articles: skipped
+    HELD = "held"  # prepared, not sent: a thin week on hold, or approval never came
+    AWAITING_APPROVAL = "awaiting_approval"  # prepared; mailed to the editors
+    MISSED = "missed"  # the daemon was down past misfire_grace: not sent, editors told
+    FAILED = "failed"  # an error stopped it; the detail says which
+
+
+class ScheduleRun(Base):
+    """One firing of the schedule, keyed by the time it was scheduled for."""
+
+    __tablename__ = "schedule_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scheduled_for: Mapped[datetime] = mapped_column(unique=True)
+    period: Mapped[str] = mapped_column(String(64), index=True)
+    outcome: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    edition_id: Mapped[int | None] = mapped_column(
+        ForeignKey("editions.id", ondelete="SET NULL"))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

@@ -142,6 +142,22 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_edition_variants')),
     sa.UniqueConstraint('edition_id', 'key', name='uq_edition_variants_key')
     )
+    op.create_table('schedule_runs',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('scheduled_for', sa.DateTime(), nullable=False),
+    sa.Column('period', sa.String(length=64), nullable=False),
+    sa.Column('outcome', sa.String(length=20), nullable=False),
+    sa.Column('detail', sa.Text(), nullable=False),
+    sa.Column('edition_id', sa.Integer(), nullable=True),
+    sa.Column('started_at', sa.DateTime(), nullable=False),
+    sa.Column('finished_at', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['edition_id'], ['editions.id'], name=op.f('fk_schedule_runs_edition_id_editions'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_schedule_runs')),
+    sa.UniqueConstraint('scheduled_for', name=op.f('uq_schedule_runs_scheduled_for'))
+    )
+    with op.batch_alter_table('schedule_runs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_schedule_runs_period'), ['period'], unique=False)
+
     op.create_table('edition_articles',
     sa.Column('edition_id', sa.Integer(), nullable=False),
     sa.Column('article_id', sa.Integer(), nullable=False),
@@ -162,6 +178,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_edition_articles_article_id'))
 
     op.drop_table('edition_articles')
+    with op.batch_alter_table('schedule_runs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_schedule_runs_period'))
+
+    op.drop_table('schedule_runs')
     op.drop_table('edition_variants')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_deliveries_subscriber_id'))
