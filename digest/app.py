@@ -13,8 +13,10 @@ import jinja2
 from .config import Settings
 from .db import Database
 from .deliver.message import DkimSigner, MessageTemplate, Recipient, message_id
+from .deliver.smtp import SMTPTransport
 from .deliver.verp import make_token, tagged
 from .domain import Personal, RenderedEdition
+from .pacing import SharedRateLimiter
 from .render import environment
 from .tokens import Purpose, Signer
 
@@ -49,6 +51,13 @@ class Context:
     def now(self) -> datetime:
         """The current time from this context's clock."""
         return self.clock()
+
+    def transport(self) -> SMTPTransport:
+        """A new SMTP connection pool, paced by the rate shared with every other sender."""
+        smtp = self.settings.smtp
+        limiter = SharedRateLimiter(self.db, smtp.rate_per_second) if (
+            smtp.rate_per_second > 0) else None
+        return SMTPTransport(smtp, self.settings.smtp_password(), limiter=limiter)
 
     @cached_property
     def dkim(self) -> DkimSigner | None:

@@ -352,7 +352,7 @@ def _confirmation_sender(app: Context) -> Callable[[subscribers.SubscriberView],
     from . import mails
 
     app.signer  # noqa: B018 - confirmation links need the secret: fail before any work
-    transport = SMTPTransport(app.settings.smtp, app.settings.smtp_password())
+    transport = app.transport()
     transport.check()
 
     def send_confirmation(view: subscribers.SubscriberView) -> None:
@@ -512,7 +512,7 @@ def send(ctx: click.Context, since: date | datetime | None, until: date | dateti
     if dry_run:
         outcome = editions.dry_run(app, period, intro=text)
     else:
-        transport = SMTPTransport(app.settings.smtp, app.settings.smtp_password())
+        transport = app.transport()
         if to:
             outcome = editions.send_test(app, period, to, transport, intro=text)
         else:
@@ -635,7 +635,7 @@ def _act(name: str, doc: str, then_send: bool) -> None:
             row = getattr(operations, name)(app, edition_id)
             click.echo(f"edition {row.id} ({row.period}) is now {row.status}")
         if then_send:
-            transport = SMTPTransport(app.settings.smtp, app.settings.smtp_password())
+            transport = app.transport()
             with _progress(as_json) as progress:
                 outcome = editions.deliver_edition(app, edition_id, transport,
                                                    on_batch=progress, stop=_stop_on_signals())
@@ -660,6 +660,9 @@ def _report_send(outcome: editions.SendOutcome, as_json: bool, *, dry_run: bool,
             "sent": run.sent if run else 0, "deferred": run.deferred if run else 0,
             "failed": run.failed if run else 0, "dry_run": dry_run, "test": test,
             "failures": [{"email": e, "reply": r} for e, r in (run.failures if run else [])],
+            "seconds": round(run.seconds, 3) if run else 0,
+            "enqueue_seconds": round(outcome.enqueue_seconds, 3),
+            "max_unrecorded": run.max_unrecorded if run else 0,
         })
         return
     State = editions.SendState
@@ -708,8 +711,22 @@ def _log_to_stderr() -> None:
 
 
 def _transport_factory(app: Context) -> Callable[[], SMTPTransport]:
-    password = app.settings.smtp_password()  # a missing one fails now, not at 7 a.m.
-    return lambda: SMTPTransport(app.settings.smtp, password)
+    app.settings.smtp_password()  # a missing one fails now, not at 7 a.m.
+    return app.transport
+
+
+@cli.command("worker")
+@click.option("--poll", type=float, default=2.0, show_default=True,
+              help="seconds between looks for editions being sent")
+@click.pass_context
+def worker(ctx: click.Context, poll: float) -> None:
+    """Deliver editions being sent, with any number of other workers (PostgreSQL), until
+    SIGTERM."""
+    app = _context(ctx)
+    app.settings.smtp_password()  # fail on a missing password before claiming anything
+    stop = _stop_on_signals()
+    sent = editions.work(app, stop=stop, poll=poll, say=lambda line: click.echo(line, err=True))
+    click.echo(f"worker stopped; it sent {sent} messages")
 
 
 @cli.command("run-weekly")

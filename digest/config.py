@@ -115,6 +115,7 @@ class SmtpConfig:
     ca_file: Path | None = None  # certificates to trust besides the system's (a private relay)
     first_retry_seconds: float = 30.0  # a deferred message is tried again after this, doubling
     retry_window_minutes: float = 10.0  # how long one run waits for deferred messages
+    lease_seconds: float = 30.0  # a dead sender's claims are taken over after this
 
 
 @dataclass(frozen=True)
@@ -355,6 +356,7 @@ def parse_config(text: str, path: Path) -> Settings:
         ca_file=_existing_file(smtp_t, "ca_file", base),
         first_retry_seconds=smtp_t.number("first_retry_seconds", default=30.0, minimum=0.1),
         retry_window_minutes=smtp_t.number("retry_window_minutes", default=10.0, minimum=0.0),
+        lease_seconds=smtp_t.number("lease_seconds", default=30.0, minimum=1.0),
     )
     if smtp.username and not smtp.password_env:
         smtp_t.fail("password_env", "username is set, so password_env must name the "

@@ -11,6 +11,7 @@ import html
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -187,6 +188,7 @@ class SendOutcome:
     articles: int = 0
     status: str | None = None  # the edition's status when it is not being sent
     notified: list[str] = field(default_factory=list)
+    enqueue_seconds: float = 0.0  # storing the edition and its ledger rows
 
 
 def _sender_id() -> str:
@@ -234,6 +236,7 @@ def send(
             return SendOutcome(SendState.THIN_SKIPPED, period.key,
                                subject=prepared.rendered.subject, check=report, articles=count)
         held = (prepared.thin and policy == "hold") or approval
+        enqueue_started = time.monotonic()
         try:
             with ctx.db.session() as session:
                 row = edition_queries.create_edition(
@@ -262,8 +265,10 @@ def send(
             return SendOutcome(SendState.HELD, period.key, edition_id,
                                prepared.rendered.subject, check=report, articles=count,
                                notified=notified)
+        enqueue_seconds = time.monotonic() - enqueue_started
         outcome = _deliver(ctx, edition_id, transport, stop, on_batch, resumed=False)
         outcome.check, outcome.articles = report, count
+        outcome.enqueue_seconds = enqueue_seconds
         return outcome
 
 
@@ -281,7 +286,7 @@ def retry_policy(ctx: Context) -> Retry:
 
 def _deliver(ctx: Context, edition_id: int, transport: Transport,
              stop: threading.Event | None, on_batch: Callable[[RunReport], None] | None,
-             *, resumed: bool) -> SendOutcome:
+             *, resumed: bool, wait: bool = True) -> SendOutcome:
     """Deliver a stored edition to everyone still owed it (the send lock is held)."""
     enqueued = 0
     with ctx.db.session() as session:
@@ -290,8 +295,9 @@ def _deliver(ctx: Context, edition_id: int, transport: Transport,
         status, subject, period = current.status, current.subject, current.period
         rendered = stored_rendering(current)
         edition_row = current
-        if status == EditionStatus.SENDING:
+        if status == EditionStatus.SENDING and wait:
             # Subscribers who confirmed since the edition was enqueued are owed it too.
+            # (Not on a worker's every look: that would scan the whole list each time.)
             enqueued = delivery_queries.enqueue(session, current.id, ctx.now())
     outcome = SendOutcome(SendState.COMPLETE, period, edition_id, subject, enqueued,
                           resumed=resumed, status=status)
@@ -300,14 +306,24 @@ def _deliver(ctx: Context, edition_id: int, transport: Transport,
     elif status != EditionStatus.SENDING:
         outcome.state = SendState.NOT_SENDABLE
     else:
-        ledger = delivery_queries.SqlLedger(ctx.db, edition_id, _sender_id())
+        ledger = delivery_queries.SqlLedger(
+            ctx.db, edition_id, _sender_id(),
+            lease=timedelta(seconds=ctx.settings.smtp.lease_seconds))
         if ctx.db.is_sqlite:
             # One sender per SQLite database, so any claim left over is a dead sender's.
             with ctx.db.session() as session:
                 delivery_queries.release_claims(session, edition_id, ctx.now())
+        # A worker (wait=False) returns as soon as nothing is left for it to claim; `digest
+        # send` waits until the edition is complete, other workers' claims included.
+        retry = retry_policy(ctx) if wait else Retry(
+            retry_policy(ctx).first, retry_policy(ctx).longest, timedelta(0))
+        # On SQLite one sender takes large batches (few transactions); on PostgreSQL
+        # senders take small ones, so that every worker gets a share of the edition.
+        batch = None if ctx.db.is_sqlite else max(4 * transport.concurrency, 16)
         outcome.run = deliver(ledger, transport, Builder(ctx, rendered, edition=edition_row),
-                              clock=ctx.now, stop=stop, on_progress=on_batch,
-                              retry=retry_policy(ctx))
+                              clock=ctx.now, stop=stop, on_progress=on_batch, retry=retry,
+                              batch_size=batch,
+                              lease=timedelta(seconds=ctx.settings.smtp.lease_seconds))
         outcome.state = SendState.COMPLETE if outcome.run.complete else SendState.INCOMPLETE
         with ctx.db.reader() as session:
             row = edition_queries.get(session, edition_id)
@@ -495,6 +511,9 @@ class _MemoryLedger:
     def owed(self) -> int:
         return self._count - len(self.results)
 
+    def active(self) -> bool:
+        return True
+
     def claim(self, limit: int, now: datetime) -> list[Job]:
         return [job for _, job in zip(range(limit), self._jobs, strict=False)]
 
@@ -512,3 +531,35 @@ class _MemoryLedger:
 
     def finish_if_complete(self, now: datetime) -> bool:
         return all(r.status != DeliveryStatus.DEFERRED for r in self.results)
+
+
+# -- workers -------------------------------------------------------------------------------------
+
+def work(ctx: Context, *, stop: threading.Event, poll: float = 2.0,
+         on_batch: Callable[[RunReport], None] | None = None,
+         say: Callable[[str], None] = lambda line: None) -> int:
+    """`digest worker`: join every edition being sent until ``stop``; returns how many
+    messages this worker sent. On PostgreSQL any number of workers share the work; on
+    SQLite a worker is the one sender."""
+    ctx.signer  # noqa: B018 - a missing secret fails here, before anything is claimed
+    sent = 0
+    lock = send_lock(ctx.db) if ctx.db.is_sqlite else nullcontext()
+    with lock:
+        say(f"worker {_sender_id()} ready; looking for editions every {poll:g} s")
+        while not stop.is_set():
+            with ctx.db.reader() as session:
+                ids = delivery_queries.sending_editions(session)
+            worked = False
+            for edition_id in ids:
+                if stop.is_set():
+                    break
+                outcome = _deliver(ctx, edition_id, ctx.transport(), stop, on_batch,
+                                   resumed=True, wait=False)
+                if outcome.run is not None and outcome.run.handled:
+                    worked = True
+                    sent += outcome.run.sent
+                    say(f"edition {outcome.period}: sent {outcome.run.sent}, deferred "
+                        f"{outcome.run.deferred}, failed {outcome.run.failed}")
+            if not worked:
+                stop.wait(poll)
+    return sent

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -268,6 +269,7 @@ class Delivery(Base):
     lease_until: Mapped[datetime | None]
     # What a later report said about a message the server had accepted: soft, hard.
     bounce: Mapped[str | None] = mapped_column(String(8))
+    sent_by: Mapped[str | None] = mapped_column(String(64))  # host:pid of the sender
 
 
 class RunOutcome(StrEnum):
@@ -300,3 +302,14 @@ class ScheduleRun(Base):
         ForeignKey("editions.id", ondelete="SET NULL"))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class RateBudget(Base):
+    """The send rate shared by every sender of a database: the next free slot, in seconds
+    since the epoch. Senders reserve slots in small blocks, so adding workers never
+    exceeds [smtp] rate_per_second."""
+
+    __tablename__ = "rate_budget"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    next_at: Mapped[float] = mapped_column(Float)

@@ -8,12 +8,14 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from digest.app import Context
 from digest.config import Settings, load_config
@@ -317,3 +319,36 @@ def web_server() -> Iterator[Callable[..., WebServer]]:
     yield start
     for server in started:
         server.close()
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_available() -> bool:
+    try:
+        engine = create_engine(PG_ADMIN, connect_args={"connect_timeout": 2})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no server here"
+        return False
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh schema in the machine's PostgreSQL, dropped afterwards."""
+    if not postgres_available():
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432 (user postgres, db test)")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    yield f"{PG_ADMIN}?options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+

@@ -92,6 +92,9 @@ class Ledger(Protocol):
     def owed(self) -> int:
         """How many deliveries are not final yet."""
 
+    def active(self) -> bool:
+        """Whether the edition is being sent (not paused or cancelled)."""
+
     def finish_if_complete(self, now: datetime) -> bool:
         """Mark the edition sent when every delivery is final; True when it is."""
 
@@ -291,8 +294,15 @@ class _Run:
                 if self.ledger.finish_if_complete(self.clock()):
                     self.report.complete = True
                     break
+                if not self.ledger.active():
+                    break
                 due = self.ledger.next_retry()
-                if due is None or due > deadline:
+                if due is None:
+                    # Owed but not claimable: another sender is claiming it this moment.
+                    if self.clock() >= deadline:
+                        break
+                    due = self.clock() + timedelta(seconds=0.2)
+                if due > deadline:
                     break
                 self.stop.wait(max(0.05, min((due - self.clock()).total_seconds(), 5.0)))
         finally:
@@ -330,7 +340,9 @@ def deliver(
     retry = retry or Retry()
     if retry_window is not None:
         retry = Retry(retry.first, retry.longest, retry_window)
-    size = batch_size or max(4 * transport.concurrency, 50)
+    # Large claims mean few claim transactions; the lease is renewed while they are worked
+    # through, and nothing claimed-but-unsent is ever a duplicate.
+    size = batch_size or max(50 * transport.concurrency, 200)
     transport.check()
     run = _Run(ledger, transport, build, batch_size=size, retry=retry, clock=clock,
                stop=stop or threading.Event(), on_progress=on_progress, lease=lease)

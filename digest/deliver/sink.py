@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ class Received:
     recipients: tuple[str, ...]
     data: bytes
     path: Path | None
+    at: float = 0.0  # time.monotonic() when it was accepted
 
 
 DROP = "DROP"  # a data_reply that closes the connection instead of answering
@@ -74,7 +76,7 @@ class _Handler:
                 path.write_bytes(data)
             self.received.append(Received(
                 mail_from=str(envelope.mail_from), recipients=tuple(envelope.rcpt_tos),
-                data=data, path=path,
+                data=data, path=path, at=time.monotonic(),
             ))
         return "250 Message accepted"
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from ..config import SmtpConfig
 from ..errors import DeliveryError
@@ -55,6 +56,13 @@ def _classify(code: int, reply: bytes | str, stage: str) -> SendResult:
     if 400 <= code < 500 or code < 200:
         return SendResult(Outcome.TEMPORARY, code, text, stage)
     return SendResult(Outcome.PERMANENT, code, text, stage)
+
+
+class Pacer(Protocol):
+    """Something that makes a sender wait for its turn (see RateLimiter, pacing)."""
+
+    def wait(self) -> None:
+        """Block until the next send is allowed."""
 
 
 class RateLimiter:
@@ -120,12 +128,13 @@ class Throttle:
 class SMTPTransport:
     """A pool of up to ``max_connections`` SMTP connections, reused across messages."""
 
-    def __init__(self, cfg: SmtpConfig, password: str | None = None) -> None:
+    def __init__(self, cfg: SmtpConfig, password: str | None = None, *,
+                 limiter: Pacer | None = None) -> None:
         self.cfg = cfg
         self._password = password
         self.concurrency = cfg.max_connections
         self._idle: queue.LifoQueue[smtplib.SMTP] = queue.LifoQueue()
-        self._limiter = RateLimiter(cfg.rate_per_second)
+        self._limiter: Pacer = limiter or RateLimiter(cfg.rate_per_second)
         self.throttle = Throttle()
         self._closed = False
 
@@ -201,6 +210,8 @@ class SMTPTransport:
         return result
 
     def _transact(self, conn: smtplib.SMTP, message: OutgoingMessage) -> tuple[SendResult, bool]:
+        if _can_pipeline(conn, message):
+            return self._pipelined(conn, message)
         stage = "mail"
         try:
             code, reply = conn.mail(message.mail_from)
@@ -214,6 +225,31 @@ class SMTPTransport:
             code, reply = _data(conn, message.data)
             result = _classify(code, reply, stage)
             return result, code != 421
+        except smtplib.SMTPServerDisconnected as exc:
+            return SendResult(Outcome.TEMPORARY, None, f"connection lost: {exc}", stage), False
+        except (OSError, smtplib.SMTPException) as exc:
+            return SendResult(Outcome.TEMPORARY, None, _describe(exc), stage), False
+
+    def _pipelined(self, conn: smtplib.SMTP, message: OutgoingMessage
+                   ) -> tuple[SendResult, bool]:
+        """MAIL, RCPT and DATA in one write, their three replies read together (RFC 2920):
+        two round trips a message instead of four."""
+        stage = "mail"
+        try:
+            conn.send(f"MAIL FROM:<{message.mail_from}>\r\nRCPT TO:<{message.recipient}>\r\n"
+                      "DATA\r\n".encode("ascii"))
+            mail, rcpt, data = conn.getreply(), conn.getreply(), conn.getreply()
+            if mail[0] != 250:
+                return self._abort(conn, _classify(*mail, stage))
+            stage = "rcpt"
+            if rcpt[0] not in (250, 251):
+                return self._abort(conn, _classify(*rcpt, stage))
+            stage = "data"
+            if data[0] != 354:
+                return self._abort(conn, _classify(*data, stage))
+            conn.send(message.data + b".\r\n")
+            code, reply = conn.getreply()
+            return _classify(code, reply, stage), code != 421
         except smtplib.SMTPServerDisconnected as exc:
             return SendResult(Outcome.TEMPORARY, None, f"connection lost: {exc}", stage), False
         except (OSError, smtplib.SMTPException) as exc:
@@ -241,6 +277,14 @@ class SMTPTransport:
                 conn.quit()
             except (OSError, smtplib.SMTPException):
                 _quietly_close(conn)
+
+
+def _can_pipeline(conn: smtplib.SMTP, message: OutgoingMessage) -> bool:
+    """Whether this message can go pipelined: the server offers it, the addresses are plain
+    ASCII, and the bytes need no SMTP rewriting (see message.qp_encode)."""
+    return (conn.has_extn("pipelining") and message.mail_from.isascii()
+            and message.recipient.isascii() and message.data.endswith(b"\r\n")
+            and b"\n." not in message.data and "\n" not in message.mail_from + message.recipient)
 
 
 def _login(conn: smtplib.SMTP, user: str, password: str) -> None:

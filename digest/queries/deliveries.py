@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from ..db import Database
@@ -124,16 +135,29 @@ def claim(
             return jobs
 
 
-def record(session: Session, results: Sequence[Result], now: datetime) -> None:
-    """Store the outcome of sent jobs; a hard bounce also marks the subscriber bounced."""
-    for result in results:
-        values: dict[str, object] = {
-            "status": result.status, "last_reply": result.reply, "updated_at": now,
-            "claimed_by": None, "lease_until": None, "next_attempt_at": result.retry_at,
-        }
-        if result.status == DeliveryStatus.SENT:
-            values["sent_at"] = now
-        session.execute(update(Delivery).where(Delivery.id == result.delivery_id).values(values))
+_DELIVERIES = Table("deliveries", Delivery.metadata)  # the mapped table, for executemany
+_RECORD = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("b_id"))
+    .values(status=bindparam("b_status"), last_reply=bindparam("b_reply"),
+            updated_at=bindparam("b_now"), claimed_by=None, lease_until=None,
+            next_attempt_at=bindparam("b_retry"), sent_at=bindparam("b_sent"),
+            sent_by=bindparam("b_by"))
+)
+
+
+def record(session: Session, results: Sequence[Result], now: datetime,
+           owner: str | None = None) -> None:
+    """Store the outcome of sent jobs in one statement (executemany); a hard bounce also
+    marks the subscriber bounced."""
+    if not results:
+        return
+    session.connection().execute(_RECORD, [
+        {"b_id": r.delivery_id, "b_status": r.status.value, "b_reply": r.reply, "b_now": now,
+         "b_retry": r.retry_at, "b_sent": now if r.status == DeliveryStatus.SENT else None,
+         "b_by": owner}
+        for r in results
+    ])
     bounced = [r.subscriber_id for r in results if r.bounced]
     if bounced:
         session.execute(
@@ -192,6 +216,12 @@ def next_retry(session: Session, edition_id: int) -> datetime | None:
     return min(times) if times else None
 
 
+def sending_editions(session: Session) -> list[int]:
+    """Editions whose deliveries are being sent (workers join these)."""
+    return list(session.scalars(
+        select(Edition.id).where(Edition.status == EditionStatus.SENDING).order_by(Edition.id)))
+
+
 def owed(session: Session, edition_id: int) -> int:
     """How many deliveries of the edition are not final yet."""
     return int(session.scalar(
@@ -217,7 +247,7 @@ class SqlLedger:
     def record(self, results: Sequence[Result], now: datetime) -> None:
         """Store a batch of results in one transaction."""
         with self.db.session() as session:
-            record(session, results, now)
+            record(session, results, now, self.owner)
 
     def release(self, jobs: Sequence[Job], now: datetime) -> None:
         """Give back jobs that were claimed but not sent."""
@@ -238,6 +268,12 @@ class SqlLedger:
         """How many deliveries of the edition are not final."""
         with self.db.reader() as session:
             return owed(session, self.edition_id)
+
+    def active(self) -> bool:
+        """Whether the edition is being sent."""
+        with self.db.reader() as session:
+            return session.scalar(select(Edition.status).where(
+                Edition.id == self.edition_id)) == EditionStatus.SENDING
 
     def finish_if_complete(self, now: datetime) -> bool:
         """Mark the edition sent once nothing is owed."""

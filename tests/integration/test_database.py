@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, text
 
 from digest.db import Database
 from digest.models import Base
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def _postgres_available() -> bool:
-    try:
-        engine = create_engine(PG_ADMIN, connect_args={"connect_timeout": 2})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "no server here"
-        return False
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh schema in the machine's PostgreSQL, dropped afterwards."""
-    if not _postgres_available():
-        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432 (user postgres, db test)")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    yield f"{PG_ADMIN}?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 def test_sqlite_pragmas(tmp_path: Path) -> None:

@@ -38,6 +38,11 @@ def upgrade() -> None:
     with op.batch_alter_table('editions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_editions_status'), ['status'], unique=False)
 
+    op.create_table('rate_budget',
+    sa.Column('name', sa.String(length=32), nullable=False),
+    sa.Column('next_at', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_rate_budget'))
+    )
     op.create_table('sources',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -119,6 +124,7 @@ def upgrade() -> None:
     sa.Column('claimed_by', sa.String(length=64), nullable=True),
     sa.Column('lease_until', sa.DateTime(), nullable=True),
     sa.Column('bounce', sa.String(length=8), nullable=True),
+    sa.Column('sent_by', sa.String(length=64), nullable=True),
     sa.ForeignKeyConstraint(['edition_id'], ['editions.id'], name=op.f('fk_deliveries_edition_id_editions'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['subscriber_id'], ['subscribers.id'], name=op.f('fk_deliveries_subscriber_id_subscribers'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_deliveries')),
@@ -198,6 +204,7 @@ def downgrade() -> None:
 
     op.drop_table('subscribers')
     op.drop_table('sources')
+    op.drop_table('rate_budget')
     with op.batch_alter_table('editions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_editions_status'))
 
