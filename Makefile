@@ -35,7 +35,10 @@ integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
 
 bench: $(STAMP)
+	$(BIN)/python bench/gather.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/import_csv.py
+	$(BIN)/python bench/workers.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -39,9 +39,14 @@ class Context:
         return Database(self.settings.database_url)
 
     @cached_property
+    def secret(self) -> str:
+        """The signing secret, read (and checked) once."""
+        return self.settings.secret_key()
+
+    @cached_property
     def signer(self) -> Signer:
         """Signs and checks link tokens; needs the secret from the environment."""
-        return Signer(self.settings.secret_key())
+        return Signer(self.secret)
 
     @cached_property
     def templates(self) -> jinja2.Environment:
@@ -77,7 +82,7 @@ class Context:
                   nonce: str, edition_id: int | None = None) -> Recipient:
         """One reader's copy: links, Message-ID, and the return addresses that identify it."""
         bounces = self.settings.bounces
-        secret = self.settings.secret_key()
+        secret = self.secret
         return_path = None
         if bounces.address and edition_id is not None:
             return_path = tagged(bounces.address,

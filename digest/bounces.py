@@ -37,6 +37,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from . import subscribers
 from .app import Context
 from .deliver.message import message_id
 from .deliver.verp import read_token, tag_of
@@ -234,16 +235,13 @@ def apply(ctx: Context, reading: Reading, now: datetime) -> bool:
 
     Acting twice on the same report changes nothing more than acting once.
     """
+    if reading.kind is Kind.UNSUBSCRIBE:
+        return subscribers.unsubscribe(ctx.db, reading.subscriber_id or 0, now=now,
+                                       how="by mail to the unsubscribe address")
     with ctx.db.session() as session:
         sub = subscriber_queries.get_by_id(session, reading.subscriber_id or 0)
         if sub is None:
             return False
-        if reading.kind is Kind.UNSUBSCRIBE:
-            if sub.status != SubscriberStatus.UNSUBSCRIBED:
-                subscriber_queries.set_status(session, sub, SubscriberStatus.UNSUBSCRIBED, now)
-                sub.consent = {**(sub.consent or {}), "unsubscribed": "by mail to the "
-                               "unsubscribe address", "unsubscribed_at": now.isoformat()}
-            return True
         delivery = session.scalar(select(Delivery).where(
             Delivery.edition_id == reading.edition_id, Delivery.subscriber_id == sub.id))
         if delivery is None:

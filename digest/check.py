@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import email
+import html as html_lib
 import re
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from typing import Literal
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from .domain import Edition, Personal, RenderedEdition, personalise
-from .gather.fetch import USER_AGENT
+from .domain import Edition
+from .gather.fetch import MAX_REDIRECTS, USER_AGENT
+from .gather.run import may_fetch_page
 
 GMAIL_CLIP_BYTES = 102 * 1024
 LINK_TIMEOUT = 3.0
@@ -75,16 +78,14 @@ class _Tags(HTMLParser):
             self.links.append(values["href"] or "")
 
 
-def check_edition(
-    plan: Edition, rendered: RenderedEdition, message: bytes, sample: Personal
-) -> CheckReport:
-    """The checks that need no network: size, alt text, parts, syntax, links, headers."""
+def check_edition(plan: Edition, html: str, text: str, message: bytes) -> CheckReport:
+    """The checks that need no network, on one reader's copy (``html`` and ``text`` with
+    their personal parts filled in, and the MIME ``message``): size, alt text, parts,
+    template syntax, links, headers."""
     report = CheckReport()
     if plan.is_empty:
         report.add("error", "empty", "the edition has no articles")
         return report
-    html = personalise(rendered.html, rendered.markers, sample)
-    text = personalise(rendered.text, rendered.markers, sample)
 
     size = len(html.encode("utf-8"))
     if size > GMAIL_CLIP_BYTES:
@@ -120,7 +121,7 @@ def check_edition(
         for value in sorted(data, key=len, reverse=True):
             if value:
                 stripped = stripped.replace(value, "")
-                stripped = stripped.replace(_escape(value), "")
+                stripped = stripped.replace(html_lib.escape(value), "")
         found = _TEMPLATE_SYNTAX.search(stripped)
         if found:
             start = max(0, found.start() - 30)
@@ -146,30 +147,40 @@ def check_edition(
     return report
 
 
-def _escape(value: str) -> str:
-    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;").replace("'", "&#x27;"))
-
-
-async def _ask(client: httpx.AsyncClient, url: str) -> str | None:
+async def _ask(client: httpx.AsyncClient, url: str, sources: list[str]) -> str | None:
+    """Why ``url`` does not answer, or None. Every redirect hop must be a public address
+    or one of the sources' own (article links come from feeds: no internal probing)."""
     try:
-        response = await client.head(url)
-        if response.status_code in (403, 405, 501):
-            async with client.stream("GET", url) as streamed:
-                response = streamed
-        if response.status_code >= 400:
-            return f"HTTP {response.status_code}"
+        for _ in range(MAX_REDIRECTS + 1):
+            if not await _allowed(url, sources):
+                return None  # not ours to probe; nothing to say about it
+            response = await client.head(url)
+            if response.status_code in (403, 405, 501):
+                async with client.stream("GET", url) as streamed:
+                    response = streamed
+            if not response.is_redirect:
+                return f"HTTP {response.status_code}" if response.status_code >= 400 else None
+            url = urljoin(url, response.headers.get("Location", ""))
+        return f"more than {MAX_REDIRECTS} redirects"
     except httpx.TimeoutException:
         return f"no answer within {LINK_TIMEOUT:g} s"
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}"[:200]
-    return None
 
 
-async def _check_links(urls: list[str]) -> dict[str, str]:
-    async with httpx.AsyncClient(timeout=LINK_TIMEOUT, follow_redirects=True, max_redirects=5,
+async def _allowed(url: str, sources: list[str]) -> bool:
+    for source in sources:
+        base = urlsplit(source)
+        port = base.port or (443 if base.scheme == "https" else 80)
+        if await may_fetch_page(url, base.hostname, port):
+            return True
+    return await may_fetch_page(url, None)
+
+
+async def _check_links(urls: list[str], sources: list[str]) -> dict[str, str]:
+    async with httpx.AsyncClient(timeout=LINK_TIMEOUT, follow_redirects=False,
                                  headers={"User-Agent": USER_AGENT}) as client:
-        tasks = {url: asyncio.create_task(_ask(client, url)) for url in urls}
+        tasks = {url: asyncio.create_task(_ask(client, url, sources)) for url in urls}
         _, pending = await asyncio.wait(tasks.values(), timeout=LINKS_TOTAL)
         for task in pending:
             task.cancel()
@@ -182,10 +193,11 @@ async def _check_links(urls: list[str]) -> dict[str, str]:
         return problems
 
 
-def check_links(plan: Edition, report: CheckReport) -> None:
-    """Warn about article links that do not answer (all asked at once, a few seconds)."""
+def check_links(plan: Edition, report: CheckReport, sources: list[str] | None = None) -> None:
+    """Warn about article links that do not answer (all asked at once, a few seconds).
+    Links are probed only on public addresses or on the configured sources' hosts."""
     urls = list(dict.fromkeys(a.url for a in plan.articles if a.url.startswith("http")))
     if not urls:
         return
-    for url, problem in asyncio.run(_check_links(urls)).items():
+    for url, problem in asyncio.run(_check_links(urls, sources or [])).items():
         report.add("warning", "link", f"{url} does not answer: {problem}")

@@ -29,6 +29,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__, editions, subscribers
 from .app import Context
@@ -628,18 +629,23 @@ def _act(name: str, doc: str, then_send: bool) -> None:
         from . import operations
 
         app = _context(ctx)
-        if name == "retry":
-            count = operations.retry(app, edition_id)
-            click.echo(f"{count} deliveries of edition {edition_id} are owed again")
-        else:
-            row = getattr(operations, name)(app, edition_id)
-            click.echo(f"edition {row.id} ({row.period}) is now {row.status}")
-        if then_send:
-            transport = app.transport()
-            with _progress(as_json) as progress:
-                outcome = editions.deliver_edition(app, edition_id, transport,
-                                                   on_batch=progress, stop=_stop_on_signals())
-            _finish_send(ctx, outcome, as_json)
+
+        def act() -> None:
+            if name == "retry":
+                count = operations.retry(app, edition_id)
+                click.echo(f"{count} deliveries of edition {edition_id} are owed again")
+            else:
+                row = getattr(operations, name)(app, edition_id)
+                click.echo(f"edition {row.id} ({row.period}) is now {row.status}")
+
+        if not then_send:
+            act()
+            return
+        transport = app.transport()
+        with _progress(as_json) as progress:
+            outcome = editions.deliver_edition(app, edition_id, transport, on_batch=progress,
+                                               stop=_stop_on_signals(), before=act)
+        _finish_send(ctx, outcome, as_json)
 
 
 _act("pause", "Stop delivering edition ID after the messages in flight.", False)
@@ -897,9 +903,18 @@ def _guard(func: F) -> F:
             if exc.hint:
                 click.echo(f"hint: {exc.hint}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+        except OSError as exc:
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(1)
+        except SQLAlchemyError as exc:
+            # The database went away mid-run (a restart, a network cut): nothing recorded is
+            # lost, and what was sent but not recorded goes again with its Message-ID.
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            click.echo(f"error: database: {reason}", err=True)
+            click.echo("hint: run the command again once the database answers; deliveries "
+                       "in progress are taken over when their lease runs out", err=True)
+            sys.exit(1)
     return wrapper  # type: ignore[return-value]
 
 

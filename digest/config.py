@@ -167,6 +167,9 @@ class WebConfig:
     base_url: str = "http://localhost:8000"
     secret_key_env: str = "DIGEST_SECRET_KEY"  # noqa: S105 - the variable's name, not a secret
     subscribe_per_minute: int = 10  # subscription requests from one client address
+    # Behind a reverse proxy on this host: take the client's address from X-Forwarded-For
+    # (sent by 127.0.0.1 only), so rate limits and the local-only preview see the real one.
+    behind_proxy: bool = False
 
 
 @dataclass(frozen=True)
@@ -375,6 +378,10 @@ def parse_config(text: str, path: Path) -> Settings:
         if b"PRIVATE KEY" not in key_text:
             dk_t.fail("private_key_path", f"{dkim.private_key_path} does not hold a PEM "
                       "private key")
+        problem = _dkim_key_problem(key_text)
+        if problem:
+            dk_t.fail("private_key_path", f"{dkim.private_key_path}: dkimpy cannot sign with "
+                      f"this key ({problem}); DKIM needs an RSA key in PEM")
         if not (publication.domain == dkim.domain
                 or publication.domain.endswith("." + dkim.domain)):
             dk_t.fail("domain", f"{dkim.domain!r} does not cover the From domain "
@@ -455,6 +462,7 @@ def parse_config(text: str, path: Path) -> Settings:
         secret_key_env=web_t.env_name("secret_key_env") or "DIGEST_SECRET_KEY",
         subscribe_per_minute=web_t.integer("subscribe_per_minute", default=10, minimum=1,
                                            maximum=10_000),
+        behind_proxy=web_t.boolean("behind_proxy", default=False),
     )
     web_t.finish()
     root.finish()
@@ -522,6 +530,18 @@ def _resolve_source_url(url: str, base: Path, table: _Table) -> str:
         table.fail("url", f"unsupported scheme {scheme!r} in {url!r} "
                    "(expected http://, https:// or a local file path)")
     return (base / url).resolve().as_uri()
+
+
+def _dkim_key_problem(key: bytes) -> str | None:
+    """Why dkimpy cannot sign with ``key``, or None (a trial signature, once, at load)."""
+    import dkim
+
+    try:
+        dkim.sign(b"From: a@example.org\r\nSubject: t\r\n\r\nx\r\n", b"s", b"example.org", key,
+                  include_headers=[b"from"])
+    except Exception as exc:  # noqa: BLE001 - dkimpy raises several kinds; any is a no
+        return f"{type(exc).__name__}: {exc}".strip()[:200]
+    return None
 
 
 def _existing_file(table: _Table, key: str, base: Path, *, required: bool = False) -> Any:

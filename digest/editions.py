@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from . import domain
 from .app import Context
@@ -29,7 +29,7 @@ from .deliver.message import MessageTemplate, OutgoingMessage, Recipient
 from .deliver.notify import notify_editors
 from .deliver.run import Job, Result, Retry, RunReport, Skip, Transport, deliver
 from .deliver.smtp import MemoryTransport
-from .errors import EditionError
+from .errors import DigestError, EditionError
 from .locks import send_lock
 from .models import DeliveryStatus, Edition, EditionStatus, SubscriberStatus
 from .queries import articles as article_queries
@@ -91,13 +91,34 @@ def sample_recipient(ctx: Context, nonce: str) -> Recipient:
     return ctx.recipient(0, SAMPLE_ADDRESS, SAMPLE_ADDRESS, None, nonce)
 
 
+@dataclass(frozen=True)
+class SampleCopy:
+    """One reader's copy of an edition: what their mail client shows, and the MIME bytes."""
+
+    recipient: Recipient
+    html: str
+    text: str
+    message: bytes
+
+
+def sample_copy(ctx: Context, rendered: domain.RenderedEdition,
+                recipient: Recipient | None = None) -> SampleCopy:
+    """A copy for ``recipient`` (default: the sample reader of sample_recipient)."""
+    recipient = recipient or sample_recipient(ctx, rendered.nonce)
+    return SampleCopy(
+        recipient,
+        domain.personalise(rendered.html, rendered.markers, recipient.personal, html.escape),
+        domain.personalise(rendered.text, rendered.markers, recipient.personal),
+        ctx.message_template(rendered).build(recipient, date=ctx.now()).data,
+    )
+
+
 def preflight(ctx: Context, prepared: Prepared, *, links: bool = True) -> CheckReport:
     """The pre-flight check of a prepared edition (see digest.check)."""
-    recipient = sample_recipient(ctx, prepared.rendered.nonce)
-    message = ctx.message_template(prepared.rendered).build(recipient, date=ctx.now())
-    report = check_edition(prepared.plan, prepared.rendered, message.data, recipient.personal)
+    copy = sample_copy(ctx, prepared.rendered)
+    report = check_edition(prepared.plan, copy.html, copy.text, copy.message)
     if links:
-        check_links(prepared.plan, report)
+        check_links(prepared.plan, report, [s.url for s in ctx.settings.sources])
     with ctx.db.reader() as session:
         last = edition_queries.last_sent(session)
     if prepared.intro.strip() and last is not None and last.intro.strip() == (
@@ -138,22 +159,17 @@ def preview(ctx: Context, period: domain.Period, out: Path, *,
     prepared = prepare(ctx, period, intro=intro)
     if prepared is None:
         return None
-    recipient = sample_recipient(ctx, prepared.rendered.nonce)
-    rendered = prepared.rendered
-    message = ctx.message_template(rendered).build(recipient, date=ctx.now())
+    copy = sample_copy(ctx, prepared.rendered)
     out.mkdir(parents=True, exist_ok=True)
     files = PreviewFiles(
         folder=out, html=out / "digest.html", text=out / "digest.txt", eml=out / "digest.eml",
-        mjml=out / "digest.mjml", recipient=recipient.email, subject=rendered.subject,
-        articles=len(prepared.plan.articles),
+        mjml=out / "digest.mjml", recipient=copy.recipient.email,
+        subject=prepared.rendered.subject, articles=len(prepared.plan.articles),
     )
-    files.html.write_text(
-        domain.personalise(rendered.html, rendered.markers, recipient.personal, html.escape),
-        encoding="utf-8")
-    files.text.write_text(
-        domain.personalise(rendered.text, rendered.markers, recipient.personal), encoding="utf-8")
-    files.eml.write_bytes(message.data)
-    files.mjml.write_text(rendered.mjml, encoding="utf-8")
+    files.html.write_text(copy.html, encoding="utf-8")
+    files.text.write_text(copy.text, encoding="utf-8")
+    files.eml.write_bytes(copy.message)
+    files.mjml.write_text(prepared.rendered.mjml, encoding="utf-8")
     return files
 
 
@@ -219,7 +235,8 @@ def send(
             existing = edition_queries.get_by_period(session, period.key)
             existing_id = existing.id if existing else None
         if existing_id is not None:
-            return _deliver(ctx, existing_id, transport, stop, on_batch, resumed=True)
+            return _deliver(ctx, existing_id, transport, stop, on_batch, resumed=True,
+                            enqueue_late=True)
         prepared = prepare(ctx, period, intro=intro)
         if prepared is None:
             return SendOutcome(SendState.NOTHING_NEW, period.key)
@@ -244,7 +261,6 @@ def send(
                     now=ctx.now(),
                     status=EditionStatus.PREPARED if held else EditionStatus.SENDING)
                 if not held:
-                    edition_queries.set_status(session, row, EditionStatus.SENDING, ctx.now())
                     delivery_queries.enqueue(session, row.id, ctx.now())
                 edition_id = row.id
         except IntegrityError:
@@ -286,7 +302,7 @@ def retry_policy(ctx: Context) -> Retry:
 
 def _deliver(ctx: Context, edition_id: int, transport: Transport,
              stop: threading.Event | None, on_batch: Callable[[RunReport], None] | None,
-             *, resumed: bool, wait: bool = True) -> SendOutcome:
+             *, resumed: bool, wait: bool = True, enqueue_late: bool = False) -> SendOutcome:
     """Deliver a stored edition to everyone still owed it (the send lock is held)."""
     enqueued = 0
     with ctx.db.session() as session:
@@ -295,9 +311,10 @@ def _deliver(ctx: Context, edition_id: int, transport: Transport,
         status, subject, period = current.status, current.subject, current.period
         rendered = stored_rendering(current)
         edition_row = current
-        if status == EditionStatus.SENDING and wait:
-            # Subscribers who confirmed since the edition was enqueued are owed it too.
-            # (Not on a worker's every look: that would scan the whole list each time.)
+        if status == EditionStatus.SENDING and enqueue_late:
+            # `digest send` continuing this period's edition: subscribers who confirmed
+            # since it was enqueued are owed it too. (Not on resume or retry of an old
+            # edition, nor on a worker's every look.)
             enqueued = delivery_queries.enqueue(session, current.id, ctx.now())
     outcome = SendOutcome(SendState.COMPLETE, period, edition_id, subject, enqueued,
                           resumed=resumed, status=status)
@@ -315,8 +332,8 @@ def _deliver(ctx: Context, edition_id: int, transport: Transport,
                 delivery_queries.release_claims(session, edition_id, ctx.now())
         # A worker (wait=False) returns as soon as nothing is left for it to claim; `digest
         # send` waits until the edition is complete, other workers' claims included.
-        retry = retry_policy(ctx) if wait else Retry(
-            retry_policy(ctx).first, retry_policy(ctx).longest, timedelta(0))
+        policy = retry_policy(ctx)
+        retry = policy if wait else Retry(policy.first, policy.longest, timedelta(0))
         # On SQLite one sender takes large batches (few transactions); on PostgreSQL
         # senders take small ones, so that every worker gets a share of the edition.
         batch = None if ctx.db.is_sqlite else max(4 * transport.concurrency, 16)
@@ -337,10 +354,15 @@ def _deliver(ctx: Context, edition_id: int, transport: Transport,
 
 def deliver_edition(ctx: Context, edition_id: int, transport: Transport, *,
                     stop: threading.Event | None = None,
-                    on_batch: Callable[[RunReport], None] | None = None) -> SendOutcome:
-    """Continue delivering a stored edition (resume, retry, approve)."""
+                    on_batch: Callable[[RunReport], None] | None = None,
+                    before: Callable[[], object] | None = None) -> SendOutcome:
+    """Continue delivering a stored edition (resume, retry, approve). ``before`` (the
+    operator's state change) runs under the send lock, so it never happens without the
+    delivery that should follow it."""
     ctx.signer  # noqa: B018 - a missing secret fails here, before anything is sent
     with _sending(ctx):
+        if before is not None:
+            before()
         return _deliver(ctx, edition_id, transport, stop, on_batch, resumed=True)
 
 
@@ -543,18 +565,24 @@ def work(ctx: Context, *, stop: threading.Event, poll: float = 2.0,
     SQLite a worker is the one sender."""
     ctx.signer  # noqa: B018 - a missing secret fails here, before anything is claimed
     sent = 0
-    lock = send_lock(ctx.db) if ctx.db.is_sqlite else nullcontext()
-    with lock:
+    with _sending(ctx):
         say(f"worker {_sender_id()} ready; looking for editions every {poll:g} s")
         while not stop.is_set():
             with ctx.db.reader() as session:
-                ids = delivery_queries.sending_editions(session)
+                ids = [e for e in delivery_queries.sending_editions(session)
+                       if delivery_queries.has_due(session, e, ctx.now())]
             worked = False
             for edition_id in ids:
                 if stop.is_set():
                     break
-                outcome = _deliver(ctx, edition_id, ctx.transport(), stop, on_batch,
-                                   resumed=True, wait=False)
+                try:
+                    outcome = _deliver(ctx, edition_id, ctx.transport(), stop, on_batch,
+                                       resumed=True, wait=False)
+                except (DigestError, SQLAlchemyError) as exc:
+                    # Keep going: the database or the server may be back at the next look;
+                    # anything this worker held is taken over when its lease runs out.
+                    say(f"edition {edition_id}: {exc}".splitlines()[0])
+                    continue
                 if outcome.run is not None and outcome.run.handled:
                     worked = True
                     sent += outcome.run.sent

@@ -29,6 +29,7 @@ class ExclusiveLock:
         self.db, self.name, self.what = db, name, what
         self._file: int | None = None
         self._conn: Connection | None = None
+        self._key = 0
 
     def _path(self) -> Path | None:
         database = make_url(self.db.url).database
@@ -58,6 +59,7 @@ class ExclusiveLock:
             self._file = fd
             return self
         key = int.from_bytes(hashlib.sha256(f"digest.{self.name}".encode()).digest()[:7], "big")
+        self._key = key
         conn = self.db.engine.connect()
         got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
         conn.commit()
@@ -77,7 +79,10 @@ class ExclusiveLock:
             os.close(self._file)
             self._file = None
         if self._conn is not None:
-            self._conn.close()  # the advisory lock goes with the session
+            # A pooled connection outlives close(): unlock explicitly, then drop it.
+            self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            self._conn.commit()
+            self._conn.invalidate()
             self._conn = None
 
     def __enter__(self) -> ExclusiveLock:

@@ -24,7 +24,7 @@ import mjml
 from markdown_it import MarkdownIt
 from mjml.elements._base import BodyComponent
 
-from .compose import section_of
+from .compose import MORE, section_of
 from .config import Publication, Settings
 from .domain import Article, Edition, Personal, RenderedEdition
 from .errors import TemplateError
@@ -200,7 +200,9 @@ def render_edition(
     section_label = {a.id: s.name for s in edition.sections for a in s.articles}
     lead = _article_view(edition.lead, tz) if edition.lead else None
     if lead is not None and edition.lead is not None:
-        lead["section"] = section_of(edition.lead.category, dict(settings.digest.aliases))
+        # The lead's section as composed; its own category when that is only "More".
+        lead["section"] = (edition.lead_section if edition.lead_section not in (None, MORE)
+                           else section_of(edition.lead.category, dict(settings.digest.aliases)))
     context = {
         "publication": settings.publication,
         "theme": settings.theme,

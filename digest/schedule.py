@@ -15,6 +15,7 @@ sent silently. One daemon runs per database (digest.locks).
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -34,7 +35,7 @@ from .app import Context
 from .compose import weekly_period
 from .deliver.notify import notify_editors
 from .deliver.run import Transport
-from .domain import Period, personalise
+from .domain import Period
 from .errors import DigestError
 from .gather.run import gather
 from .locks import ExclusiveLock
@@ -183,6 +184,10 @@ def run_firing(ctx: Context, transport: TransportFactory, scheduled_for: datetim
     except DigestError as exc:
         result.outcome, result.detail = RunOutcome.FAILED, exc.message
         event("failed", period=period.key, error=exc.message)
+    except Exception as exc:
+        result.outcome = RunOutcome.FAILED
+        result.detail = f"{type(exc).__name__}: {exc}"[:500]
+        log.exception("step=failed period=%s", period.key)
     result.seconds = time.monotonic() - started
     with ctx.db.session() as session:
         run_queries.finish(session, run_id, result.outcome, result.detail, ctx.now(),
@@ -208,14 +213,14 @@ def _mail_preview(ctx: Context, transport: TransportFactory, edition_id: int) ->
         assert row is not None
         rendered = editions.stored_rendering(row)
         period, subject = row.period, row.subject
-    sample = ctx.personal_links(0, "editor@example.invalid", "editor@example.invalid")
-    html = personalise(rendered.html, rendered.markers, sample)
-    text = personalise(rendered.text, rendered.markers, sample)
+    reader = "editor@example.invalid"
+    copy = editions.sample_copy(ctx, rendered,
+                                ctx.recipient(0, reader, reader, None, rendered.nonce))
     body = (f"Edition {period} is ready and waits for your approval; nothing was sent.\n\n"
             f"To send it:  digest editions approve {edition_id}\n"
-            f"To stop it:  digest editions cancel {edition_id}\n\n{text}")
+            f"To stop it:  digest editions cancel {edition_id}\n\n{copy.text}")
     sent = notify_editors(ctx.settings.publication, transport(),
-                          f"[approve] {subject}", body, date=ctx.now(), html=html)
+                          f"[approve] {subject}", body, date=ctx.now(), html=copy.html)
     event("preview", edition=edition_id, editors=",".join(sent) or "none")
 
 
@@ -266,6 +271,26 @@ class Daemon:
     def _period(self, fired: datetime) -> Period:
         return period_for(self.trigger, fired, self.ctx.settings.timezone,
                           self.ctx.settings.digest.window_days)
+
+    def resume_unfinished(self) -> list[editions.SendOutcome]:
+        """Finish the editions a previous daemon (killed, out of memory) left part-sent, and
+        close the run records it left open."""
+        now = self.ctx.now()
+        with self.ctx.db.session() as session:
+            stale = run_queries.unfinished(session)
+            for run in stale:
+                run_queries.finish(session, run.id, RunOutcome.FAILED,
+                                   "the daemon stopped during this run; its edition (if "
+                                   "any) is continued on start", now, run.edition_id)
+        with self.ctx.db.reader() as session:
+            sending = delivery_queries.sending_editions(session)
+        finished = []
+        for edition_id in sending:
+            event("resume", edition=edition_id)
+            with self.busy:
+                finished.append(editions.deliver_edition(self.ctx, edition_id,
+                                                         self.transport(), stop=self.stop))
+        return finished
 
     def catch_up(self) -> list[RunResult]:
         """Make up, or report, the firings missed while no daemon ran."""
@@ -331,12 +356,17 @@ class Daemon:
                 row = edition_queries.get(session, edition_id)
                 status = row.status if row else None
             if status != EditionStatus.PREPARED:
-                outcome, detail = RunOutcome.SENT, f"approved by hand (now {status})"
+                by_hand: dict[str, tuple[RunOutcome, str]] = {
+                    EditionStatus.SENT: (RunOutcome.SENT, "approved by hand and sent"),
+                    EditionStatus.CANCELLED: (RunOutcome.HELD, "cancelled by hand"),
+                }
+                outcome, detail = by_hand.get(
+                    status or "", (RunOutcome.INCOMPLETE, f"approved by hand; {status}"))
             elif self.cfg.approval_policy == "send":
                 with self.busy:
-                    operations.approve(self.ctx, edition_id)
-                    sent = editions.deliver_edition(self.ctx, edition_id, self.transport(),
-                                                    stop=self.stop)
+                    sent = editions.deliver_edition(
+                        self.ctx, edition_id, self.transport(), stop=self.stop,
+                        before=functools.partial(operations.approve, self.ctx, edition_id))
                 outcome, detail = _outcome(sent)
                 detail = f"sent at the approval deadline: {detail}"
             else:
@@ -359,6 +389,8 @@ class Daemon:
                 job()
             except DigestError as exc:
                 event("error", error=exc.message)
+            except Exception:
+                log.exception("step=error")
         return run
 
     def run_forever(self, *, install_signals: bool = True) -> None:
@@ -368,13 +400,18 @@ class Daemon:
             scheduler = BlockingScheduler(timezone=self.ctx.settings.timezone)
             if install_signals:
                 def shut(signum: int, frame: object) -> None:
+                    # Only a flag: the watcher stops the scheduler, and a send in flight
+                    # sees the flag, finishes its batch and records it.
                     event("stop", signal=signal.Signals(signum).name)
                     self.stop.set()
-                    scheduler.shutdown(wait=False)
 
                 signal.signal(signal.SIGTERM, shut)
                 signal.signal(signal.SIGINT, shut)
+            self._safely(self.resume_unfinished)()
             self._safely(self.catch_up)()
+            if self.stop.is_set():
+                event("exit")
+                return
             scheduler.add_job(self._safely(self.fire), self.trigger, id="weekly",
                               max_instances=1, coalesce=True,
                               misfire_grace_time=int(self.grace.total_seconds()) or 1)
@@ -393,8 +430,9 @@ class Daemon:
 
     def _watch(self, scheduler: BlockingScheduler) -> None:
         self.stop.wait()
-        if scheduler.running:
-            scheduler.shutdown(wait=False)
+        while not scheduler.running:  # stopped before the scheduler got going
+            time.sleep(0.05)
+        scheduler.shutdown(wait=False)
 
 
 def status(ctx: Context, trigger: BaseTrigger | None) -> dict[str, Any]:

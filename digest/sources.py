@@ -7,6 +7,7 @@ leaving every comment and key as it was.
 
 from __future__ import annotations
 
+import html
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -99,10 +100,11 @@ def _toml_string(value: str) -> str:
 
 def export_opml(settings: Settings) -> str:
     """The configured sources as an OPML 2.0 document."""
+    title = html.escape(settings.publication.name, quote=False)
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         '<opml version="2.0">',
-        f"  <head><title>{_text(settings.publication.name)} sources</title></head>",
+        f"  <head><title>{title} sources</title></head>",
         "  <body>",
     ]
     for source in settings.sources:
@@ -111,7 +113,3 @@ def export_opml(settings: Settings) -> str:
                          f"title={quoteattr(source.name)} xmlUrl={quoteattr(source.url)}/>")
     lines += ["  </body>", "</opml>", ""]
     return "\n".join(lines)
-
-
-def _text(value: str) -> str:
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -47,6 +47,17 @@ def normalise(raw: str) -> Address:
     return Address(email=email, key=email.casefold())
 
 
+NAME_LENGTH = 200
+
+
+def clean_name(raw: str | None) -> str | None:
+    """A display name as it may go into a To: header: one line, no control characters."""
+    if not raw:
+        return None
+    text = "".join(c if c.isprintable() else " " for c in raw)
+    return " ".join(text.split())[:NAME_LENGTH] or None
+
+
 @dataclass(frozen=True)
 class SubscriberView:
     """A subscriber as listed and exported."""
@@ -95,7 +106,7 @@ def add(
                   if status == SubscriberStatus.CONFIRMED
                   else "added by an administrator; asked to confirm by mail")
         row = Subscriber(
-            email=address.email, email_key=address.key, name=(name or "").strip() or None,
+            email=address.email, email_key=address.key, name=clean_name(name),
             status=status, origin=origin, attributes={}, excluded_sections=[],
             consent=_consent(method, now, origin=origin), created_at=now,
             confirmed_at=now if status == SubscriberStatus.CONFIRMED else None,
@@ -195,8 +206,8 @@ def _rows(reader: Any, columns: list[str], path: Path, report: ImportReport) -> 
             columns[i]: v.strip() for i, v in enumerate(values)
             if i < len(columns) and i not in (email_at, name_at) and columns[i] and v.strip()
         }
-        name = values[name_at].strip() if name_at is not None and name_at < len(values) else ""
-        yield _Row(line, address, name or None, attributes)
+        name = values[name_at] if name_at is not None and name_at < len(values) else ""
+        yield _Row(line, address, clean_name(name), attributes)
 
 
 def _batches(rows: Iterator[_Row]) -> Iterator[list[_Row]]:
@@ -304,7 +315,7 @@ def request_subscription(db: Database, email: str, *, now: datetime, name: str |
         row = queries.get_by_key(session, address.key)
         if row is None:
             row = Subscriber(
-                email=address.email, email_key=address.key, name=(name or "").strip() or None,
+                email=address.email, email_key=address.key, name=clean_name(name),
                 status=SubscriberStatus.PENDING, origin="web", attributes={},
                 excluded_sections=[], created_at=now,
                 consent=_consent("web form, double opt-in", now, requested_from=client),

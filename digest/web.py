@@ -44,7 +44,6 @@ from starlette.staticfiles import StaticFiles
 from . import editions, mails, subscribers
 from .app import Context
 from .compose import MORE, weekly_period
-from .deliver.smtp import SMTPTransport
 from .domain import Personal, personalise
 from .errors import SubscriberError
 from .queries import editions as edition_queries
@@ -109,8 +108,9 @@ class RateLimit:
             if len(events) >= self.limit:
                 return False
             events.append(now)
-            if len(self._events) > 10_000:  # forget idle clients
-                for stale in [k for k, v in self._events.items() if not v]:
+            if len(self._events) > 10_000:  # forget clients idle for a whole window
+                for stale in [k for k, v in self._events.items()
+                              if not v or now - v[-1] >= self.window]:
                     del self._events[stale]
             return True
 
@@ -134,7 +134,7 @@ class Web:
         self.ctx = ctx
         self.pages = _pages()
         settings = ctx.settings
-        self.transport = transport or SMTPTransport(settings.smtp, settings.smtp_password())
+        self.transport = transport or ctx.transport()
         self.limit = RateLimit(settings.web.subscribe_per_minute)
         self.secure = settings.web.base_url.startswith("https://")
         self._key = hashlib.sha256(b"digest.csrf:" + settings.secret_key().encode()).digest()
@@ -348,11 +348,8 @@ class Web:
         # Never a real subscriber's address on a web page.
         recipient = self.ctx.recipient(0, PREVIEW_ADDRESS, PREVIEW_ADDRESS, None,
                                        prepared.rendered.nonce)
-        rendered = prepared.rendered
-        page = personalise(rendered.html, rendered.markers, recipient.personal, html.escape)
-        text = personalise(rendered.text, rendered.markers, recipient.personal)
-        message = self.ctx.message_template(rendered).build(recipient, date=self.ctx.now())
-        return page, text, message.data
+        copy = editions.sample_copy(self.ctx, prepared.rendered, recipient)
+        return copy.html, copy.text, copy.message
 
     async def preview(self, request: Request) -> Response:
         prepared = await run_in_threadpool(self._prepared)
@@ -429,5 +426,7 @@ def serve(ctx: Context, host: str, port: int) -> None:
     """Run the app with uvicorn until interrupted."""
     import uvicorn
 
+    behind = ctx.settings.web.behind_proxy
     uvicorn.run(create_app(ctx), host=host, port=port, log_level="info",
-                proxy_headers=False, server_header=False)
+                proxy_headers=behind, forwarded_allow_ips="127.0.0.1,::1" if behind else None,
+                server_header=False)

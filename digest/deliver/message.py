@@ -84,7 +84,15 @@ def _header(name: str, value: str) -> bytes:
 
 
 def _address(name: str | None, email: str) -> str:
-    return formataddr((name or "", email), charset="utf-8")
+    # A name never carries a line break into a header, whatever was stored.
+    name = " ".join((name or "").split())
+    if email.isascii():
+        return formataddr((name, email), charset="utf-8")
+    # An internationalised address (RFC 6532) goes as UTF-8; the name is encoded as usual.
+    if not name:
+        return email
+    shown = formataddr((name, "x@x"), charset="utf-8").rsplit(" <", 1)[0]
+    return f"{shown} <{email}>"
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,9 @@ def to_result(job: Job, sent: SendResult, now: datetime, retry: Retry = Retry())
     if sent.outcome is Outcome.PERMANENT and sent.stage in ("rcpt", "data"):
         return Result(job.delivery_id, job.subscriber_id, DeliveryStatus.FAILED, sent.summary,
                       bounced=True)
+    if sent.outcome is Outcome.PERMANENT and sent.stage == "address":
+        # The address cannot be written in this SMTP session (not the reader's fault).
+        return Result(job.delivery_id, job.subscriber_id, DeliveryStatus.FAILED, sent.summary)
     return Result(job.delivery_id, job.subscriber_id, DeliveryStatus.DEFERRED, sent.summary,
                   retry_at=now + retry.delay(job.attempts))
 
@@ -234,11 +237,16 @@ class _Run:
                 self.report.max_unrecorded = max(self.report.max_unrecorded, self.unrecorded)
             try:
                 message = self.build(job, self.clock())
+                result = to_result(job, self.transport.send(message), self.clock(), self.retry)
             except Skip as skipped:
                 result = Result(job.delivery_id, job.subscriber_id, DeliveryStatus.SUPPRESSED,
                                 f"not sent: {skipped}")
-            else:
-                result = to_result(job, self.transport.send(message), self.clock(), self.retry)
+            except Exception as exc:  # noqa: BLE001 - a sender must always report back
+                # Whatever went wrong with this one message, the run must not wait for it
+                # for ever: it is deferred with the error, and tried again later.
+                result = Result(job.delivery_id, job.subscriber_id, DeliveryStatus.DEFERRED,
+                                f"internal error: {type(exc).__name__}: {exc}"[:500],
+                                retry_at=self.clock() + self.retry.delay(job.attempts))
             self.results.put((job, result))
 
     def _record(self, wait: float) -> int:
@@ -274,16 +282,21 @@ class _Run:
         for thread in self.threads:
             thread.start()
         renewed = time.monotonic()
+        next_claim = 0.0  # after a claim that found nothing, wait a little before the next
         try:
             while True:
                 if self.stop.is_set() and self.in_hand == 0:
                     break
-                if not self.stop.is_set() and self.in_hand < self.batch_size:
+                if (not self.stop.is_set() and self.in_hand < self.batch_size
+                        and (self.in_hand == 0 or time.monotonic() >= next_claim)):
                     jobs = self.ledger.claim(self.batch_size, self.clock())
                     for job in jobs:
                         self.work.put(job)
                     self.in_hand += len(jobs)
+                    next_claim = time.monotonic() + (0 if jobs else 1.0)
                 if self.in_hand:
+                    if not all(thread.is_alive() for thread in self.threads):
+                        raise RuntimeError("a sender thread died; stopping the run")
                     self._record(RECORD_EVERY)
                     if time.monotonic() - renewed > self.lease.total_seconds() / 3:
                         self.ledger.renew(self.clock())

@@ -212,9 +212,15 @@ class SMTPTransport:
     def _transact(self, conn: smtplib.SMTP, message: OutgoingMessage) -> tuple[SendResult, bool]:
         if _can_pipeline(conn, message):
             return self._pipelined(conn, message)
+        options: list[str] = []
+        if not (message.mail_from + message.recipient).isascii():
+            if not conn.has_extn("smtputf8"):
+                return SendResult(Outcome.PERMANENT, None, "the address is not ASCII and the "
+                                  "server does not offer SMTPUTF8", "address"), True
+            options = ["SMTPUTF8"]
         stage = "mail"
         try:
-            code, reply = conn.mail(message.mail_from)
+            code, reply = conn.mail(message.mail_from, options)
             if code != 250:
                 return self._abort(conn, _classify(code, reply, stage))
             stage = "rcpt"
@@ -227,7 +233,7 @@ class SMTPTransport:
             return result, code != 421
         except smtplib.SMTPServerDisconnected as exc:
             return SendResult(Outcome.TEMPORARY, None, f"connection lost: {exc}", stage), False
-        except (OSError, smtplib.SMTPException) as exc:
+        except (OSError, smtplib.SMTPException, UnicodeError) as exc:
             return SendResult(Outcome.TEMPORARY, None, _describe(exc), stage), False
 
     def _pipelined(self, conn: smtplib.SMTP, message: OutgoingMessage

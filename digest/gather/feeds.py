@@ -9,6 +9,7 @@ cleaned drafts, so every format gets the same identity and safety rules.
 
 from __future__ import annotations
 
+import html
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -107,7 +108,7 @@ def _draft(item: RawItem, guid: str | None, keep_fragment: bool,
     summary_text = html_to_text(summary_html)
     if len(summary_text) > SUMMARY_TEXT_LIMIT:
         summary_text = excerpt(summary_text, SUMMARY_TEXT_LIMIT)
-        summary_html = f"<p>{_escape(summary_text)}</p>"
+        summary_html = f"<p>{html.escape(summary_text, quote=False)}</p>"
     title = plain_text(item.title, is_html=item.title_is_html) if item.title else ""
     if not title:
         title = derive_title(summary_text or html_to_text(sanitize_html(item.content, link)))
@@ -133,10 +134,6 @@ def _draft(item: RawItem, guid: str | None, keep_fragment: bool,
         published_at=item.published or item.updated,
         updated_at=item.updated,
     )
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _first_image(item: RawItem, base: str) -> str | None:

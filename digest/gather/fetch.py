@@ -32,11 +32,7 @@ class Fetched:
     etag: str | None = None
     last_modified: str | None = None
     content_type: str | None = None
-
-    @property
-    def not_modified(self) -> bool:
-        """True when the server said nothing changed since our last fetch."""
-        return self.body is None
+    location: str | None = None  # a redirect not followed (follow_redirects=False)
 
 
 def make_client(timeout: float = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
@@ -63,8 +59,10 @@ async def fetch(
     last_modified: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    follow_redirects: bool = True,
 ) -> Fetched:
-    """GET ``url`` with conditional headers; raise SourceError with a reason on any failure."""
+    """GET ``url`` with conditional headers; raise SourceError with a reason on any failure.
+    With ``follow_redirects`` off, a redirect comes back as ``location``."""
     if urlsplit(url).scheme == "file":
         return _read_file(url, max_bytes)
     headers = {}
@@ -76,8 +74,12 @@ async def fetch(
         # httpx's timeout bounds each read; the whole fetch gets one deadline too, so a
         # server trickling bytes cannot hold a source (and the run) for ever.
         async with asyncio.timeout(timeout), client.stream(
-            "GET", url, headers=headers, timeout=httpx.Timeout(timeout)
+            "GET", url, headers=headers, timeout=httpx.Timeout(timeout),
+            follow_redirects=follow_redirects,
         ) as response:
+            if not follow_redirects and response.is_redirect:
+                return Fetched(url=str(response.url), body=None,
+                               location=response.headers.get("Location"))
             if response.status_code == 304:
                 return Fetched(url=str(response.url), body=None, etag=etag,
                                last_modified=last_modified)

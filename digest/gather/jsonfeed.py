@@ -36,6 +36,8 @@ def parse_json_feed(body: bytes, feed_url: str) -> tuple[str, str, list[RawItem]
     except json.JSONDecodeError as exc:
         raise SourceError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: "
                           f"{exc.msg}") from None
+    except RecursionError:
+        raise SourceError("invalid JSON Feed: nested too deeply to read") from None
     if not isinstance(doc, dict):
         raise SourceError("JSON, but not a JSON Feed: the top level is not an object")
     version = doc.get("version")

@@ -138,7 +138,7 @@ def _article_ld(blocks: list[str]) -> dict[str, Any]:
     for block in blocks:
         try:
             data = json.loads(block)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         for node in _nodes(data):
             types = node.get("@type")

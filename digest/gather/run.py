@@ -10,13 +10,14 @@ an image or a dek read for OpenGraph, Twitter card and JSON-LD metadata.
 from __future__ import annotations
 
 import asyncio
+import html
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -28,7 +29,7 @@ from ..queries import articles as article_queries
 from ..queries import sources as source_queries
 from .clean import canonical_url, excerpt, html_to_text, sanitize_html
 from .feeds import ParsedFeed, parse_feed
-from .fetch import Fetched, fetch, make_client
+from .fetch import MAX_REDIRECTS, Fetched, fetch, make_client
 from .pages import PageMeta, parse_page
 
 Clock = Callable[[], datetime]
@@ -135,6 +136,8 @@ class _Run:
                                     default_section=state.config.section)
             except SourceError as exc:
                 outcome = exc
+            except Exception as exc:  # noqa: BLE001 - one hostile document stops only itself
+                outcome = SourceError(f"could not be read: {type(exc).__name__}: {exc}"[:300])
         with self.db.session() as session:
             if isinstance(outcome, SourceError):
                 source_queries.record_fetch(session, state.id, when=when, status="error",
@@ -168,20 +171,20 @@ class _Run:
 
     async def _enrich(self, client: httpx.AsyncClient, limit: asyncio.Semaphore,
                       state: source_queries.SourceState, items: list[tuple[int, str]]) -> None:
-        source_host = urlsplit(state.url).hostname
+        source_host = state.url
 
         async def one(article_id: int, url: str) -> bool:
-            async with limit:
-                if not await may_fetch_page(url, source_host):
+            # A page that cannot be read, or read safely, leaves the article as it is.
+            try:
+                async with limit:
+                    page = await guarded_fetch(client, url, source_host,
+                                               timeout=self._timeout(state),
+                                               max_bytes=self.cfg.max_bytes)
+                if page is None or page.body is None:
                     return False
-                try:
-                    page = await fetch(client, url, timeout=self._timeout(state),
-                                       max_bytes=self.cfg.max_bytes)
-                except SourceError:
-                    return False  # a page that cannot be read leaves the article as it is
-            if page.body is None:
+                meta = parse_page(page.body, page.url, _charset(page.content_type))
+            except Exception:  # noqa: BLE001 - a hostile page changes nothing
                 return False
-            meta = parse_page(page.body, page.url, _charset(page.content_type))
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.writer, self._fill, article_id, url, meta)
 
@@ -190,7 +193,7 @@ class _Run:
         self.reports[state.name] = replace(report, enriched=sum(done))
 
     def _fill(self, article_id: int, url: str, meta: PageMeta) -> bool:
-        summary_html = sanitize_html(f"<p>{_escape(meta.description)}</p>", url) \
+        summary_html = sanitize_html(f"<p>{html.escape(meta.description, quote=False)}</p>", url) \
             if meta.description else ""
         with self.db.session() as session:
             return article_queries.fill_missing(
@@ -200,34 +203,48 @@ class _Run:
                 category=meta.section, now=self.now())
 
 
-def _escape(text: str | None) -> str:
-    return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def _charset(content_type: str | None) -> str | None:
     if content_type and "charset=" in content_type.lower():
         return content_type.lower().split("charset=", 1)[1].split(";")[0].strip(" \"'")
     return None
 
 
-async def may_fetch_page(url: str, source_host: str | None) -> bool:
-    """Whether an article page found in a feed may be fetched: on the source's own host,
-    or on a public address. A feed must not make digest read internal services (SSRF)."""
-    host = urlsplit(url).hostname
-    if not host:
+async def may_fetch_page(url: str, source_host: str | None,
+                         source_port: int | None = None) -> bool:
+    """Whether a page a feed points to may be fetched: on the source's own host and port,
+    or on public addresses only. A feed must not make digest read internal services."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host or parts.scheme not in ("http", "https"):
         return False
-    if source_host and host.lower() == source_host.lower():
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if source_host and host.lower() == source_host.lower() and port == source_port:
         return True
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None,
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port,
                                                              type=socket.SOCK_STREAM)
     except OSError:
         return False
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            return False
-    return True
+    return all(ipaddress.ip_address(info[4][0]).is_global for info in infos)
+
+
+async def guarded_fetch(client: httpx.AsyncClient, url: str, source: str | None, *,
+                        timeout: float, max_bytes: int) -> Fetched | None:
+    """GET a page found in a feed, following redirects by hand so that every hop passes
+    may_fetch_page (a public page must not redirect digest to an internal one). None when
+    a hop is refused."""
+    base = urlsplit(source) if source else None
+    source_host = base.hostname if base else None
+    source_port = (base.port or (443 if base.scheme == "https" else 80)) if base else None
+    for _ in range(MAX_REDIRECTS + 1):
+        if not await may_fetch_page(url, source_host, source_port):
+            return None
+        page = await fetch(client, url, timeout=timeout, max_bytes=max_bytes,
+                           follow_redirects=False)
+        if page.location is None:
+            return page
+        url = urljoin(url, page.location)
+    raise SourceError(f"more than {MAX_REDIRECTS} redirects")
 
 
 def draft_from_page(meta: PageMeta, url: str, *, section: str | None) -> ArticleDraft:
@@ -235,7 +252,7 @@ def draft_from_page(meta: PageMeta, url: str, *, section: str | None) -> Article
     identity = canonical_url(url)
     if meta.canonical and urlsplit(meta.canonical).hostname == urlsplit(identity).hostname:
         identity = meta.canonical
-    summary_html = sanitize_html(f"<p>{_escape(meta.description)}</p>", url) \
+    summary_html = sanitize_html(f"<p>{html.escape(meta.description, quote=False)}</p>", url) \
         if meta.description else ""
     return ArticleDraft(
         url=identity,

@@ -136,9 +136,12 @@ def claim(
 
 
 _DELIVERIES = Table("deliveries", Delivery.metadata)  # the mapped table, for executemany
+# Only a row this sender still holds is written: a result that arrives after the row was
+# taken over (its lease ran out) or closed (the edition was cancelled) changes nothing.
 _RECORD = (
     update(_DELIVERIES)
-    .where(_DELIVERIES.c.id == bindparam("b_id"))
+    .where(_DELIVERIES.c.id == bindparam("b_id"), _DELIVERIES.c.claimed_by == bindparam("b_by"),
+           _DELIVERIES.c.status == DeliveryStatus.SENDING.value)
     .values(status=bindparam("b_status"), last_reply=bindparam("b_reply"),
             updated_at=bindparam("b_now"), claimed_by=None, lease_until=None,
             next_attempt_at=bindparam("b_retry"), sent_at=bindparam("b_sent"),
@@ -216,6 +219,11 @@ def next_retry(session: Session, edition_id: int) -> datetime | None:
     return min(times) if times else None
 
 
+def has_due(session: Session, edition_id: int, now: datetime) -> bool:
+    """Whether any delivery of the edition can be claimed now."""
+    return session.scalar(select(Delivery.id).where(_due(edition_id, now)).limit(1)) is not None
+
+
 def sending_editions(session: Session) -> list[int]:
     """Editions whose deliveries are being sent (workers join these)."""
     return list(session.scalars(
@@ -276,21 +284,26 @@ class SqlLedger:
                 Edition.id == self.edition_id)) == EditionStatus.SENDING
 
     def finish_if_complete(self, now: datetime) -> bool:
-        """Mark the edition sent once nothing is owed."""
+        """Mark the edition sent once nothing is owed; only a sending edition becomes sent
+        (a cancelled or paused one stays what the operator made it)."""
         with self.db.session() as session:
             if owed(session, self.edition_id):
                 return False
             edition = session.get_one(Edition, self.edition_id)
-            if edition.status != EditionStatus.SENT:
+            if edition.status == EditionStatus.SENDING:
                 editions.set_status(session, edition, EditionStatus.SENT, now)
-            return True
+            return edition.status == EditionStatus.SENT
 
 
 def suppress_owed(session: Session, edition_id: int, reason: str, now: datetime) -> int:
-    """Close every delivery of an edition that is still owed (a cancelled edition)."""
+    """Close every delivery of an edition that is still owed (a cancelled edition). Rows a
+    live sender holds are left to it: their messages may be on the wire, and it records
+    what the server said."""
     result = session.execute(
         update(Delivery)
-        .where(Delivery.edition_id == edition_id, Delivery.status.in_(OWED))
+        .where(Delivery.edition_id == edition_id,
+               or_(Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.DEFERRED)),
+                   and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now)))
         .values(status=DeliveryStatus.SUPPRESSED, last_reply=reason, updated_at=now,
                 claimed_by=None, lease_until=None)
     )

@@ -63,6 +63,8 @@ def create_edition(
             section=section_of.get(article.id, ""),
             is_lead=plan.lead is not None and article.id == plan.lead.id,
         ))
+    if status == EditionStatus.SENDING:
+        row.enqueued_at = now
     session.add(row)
     session.flush()
     return row

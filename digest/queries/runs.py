@@ -48,3 +48,9 @@ def recent(session: Session, limit: int = 10) -> Sequence[ScheduleRun]:
     """The newest runs first."""
     return session.scalars(
         select(ScheduleRun).order_by(ScheduleRun.scheduled_for.desc()).limit(limit)).all()
+
+
+def unfinished(session: Session) -> Sequence[ScheduleRun]:
+    """Runs a stopped daemon left open."""
+    return session.scalars(
+        select(ScheduleRun).where(ScheduleRun.outcome == RunOutcome.RUNNING)).all()

@@ -230,3 +230,11 @@ def test_erasure_keeps_delivery_counts_anonymous(project: Path) -> None:
     rows = db.execute("select subscriber_id, status from deliveries order by id").fetchall()
     assert sorted(r[0] or 0 for r in rows) == [0, 2]  # Ann's row stays, without her
     assert [r[1] for r in rows] == ["sent", "sent"]
+
+
+def test_file_mistakes_are_one_clean_error(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(config_text())
+    ran = run_digest("subscribers", "export", "/nonexistent/dir/out.csv", cwd=tmp_path)
+    assert ran.code == 1 and "/nonexistent/dir/out.csv" in _one_clean_error(ran.err)
+    missing = run_digest("subscribers", "import", "nope.csv", cwd=tmp_path)
+    assert missing.code == 1 and "nope.csv" in _one_clean_error(missing.err)

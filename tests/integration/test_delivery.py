@@ -370,3 +370,97 @@ def test_tls_and_auth_with_the_password_from_the_environment(
         wrong = SMTPTransport(settings.smtp, "wrong")
         with pytest.raises(Exception, match="refused the login"):
             wrong.check()
+
+
+def test_an_error_building_one_message_defers_it_and_the_run_ends() -> None:
+    from datetime import timedelta
+
+    from digest.deliver.run import Job, deliver
+    from digest.deliver.smtp import MemoryTransport
+    from digest.editions import _MemoryLedger
+
+    jobs = [Job(i, i, f"r{i}@example.org", f"r{i}@example.org", None, 1) for i in range(1, 6)]
+
+    def build(job: Job, when: datetime) -> object:
+        if job.delivery_id == 3:
+            raise ValueError("something unexpected")
+        from digest.deliver.message import OutgoingMessage
+
+        return OutgoingMessage("a@b.c", job.email, b"Subject: x\r\n\r\nx\r\n", "<x@y>")
+
+    ledger = _MemoryLedger(jobs)
+    transport = MemoryTransport()
+    done = threading.Event()
+    report: list[object] = []
+
+    def run() -> None:
+        report.append(deliver(ledger, transport, build, retry_window=timedelta(0)))  # type: ignore[arg-type]
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(20), "the run hung on a failing message"
+    result = report[0]
+    assert result.sent == 4 and result.deferred == 1  # type: ignore[attr-defined]
+    deferred = [r for r in ledger.results if r.status == "deferred"]
+    assert "internal error: ValueError" in (deferred[0].reply or "")
+
+
+@pytest.mark.parametrize("smtputf8", [True, False])
+def test_a_non_ascii_address(ready: Callable[..., Context], smtputf8: bool) -> None:
+    with SmtpSink(enable_SMTPUTF8=smtputf8) as sink:
+        ctx = ready(sink.port, people=1)
+        subscribers.add(ctx.db, "josé@example.org", now=ctx.now())
+        outcome = _send(ctx)
+        assert outcome.state == editions.SendState.COMPLETE
+        got = sorted(r.recipients[0] for r in sink.received)
+        if smtputf8:
+            assert got == ["josé@example.org", "p0@example.org"]
+        else:
+            assert got == ["p0@example.org"]
+            assert outcome.counts["failed"] == 1
+            assert "SMTPUTF8" in outcome.run.failures[0][1]  # type: ignore[union-attr]
+            with ctx.db.reader() as session:
+                jose = session.query(Subscriber).filter_by(email="josé@example.org").one()
+                assert jose.status == "confirmed"  # not the reader's fault: not bounced
+
+
+def test_cancel_while_sending_keeps_the_edition_cancelled(ready: Callable[..., Context]) -> None:
+    from digest.models import EditionStatus
+    from digest.queries import deliveries as dq
+    from digest.queries import editions as eq
+
+    with SmtpSink() as sink:
+        ctx = ready(sink.port)
+        period = weekly_period(ctx.now(), ctx.settings.timezone, 7)
+        prepared = editions.prepare(ctx, period)
+        assert prepared is not None
+        with ctx.db.session() as session:
+            row = eq.create_edition(session, prepared.plan, prepared.rendered,
+                                    now=ctx.now(), status=EditionStatus.SENDING)
+            dq.enqueue(session, row.id, ctx.now())
+            edition_id = row.id
+        ledger = dq.SqlLedger(ctx.db, edition_id, "me")
+        in_flight = ledger.claim(2, ctx.now())  # two messages on the wire
+        operations.cancel(ctx, edition_id)
+        from digest.deliver.run import Result
+        from digest.models import DeliveryStatus
+
+        ledger.record([Result(j.delivery_id, j.subscriber_id, DeliveryStatus.SENT, "250 ok")
+                       for j in in_flight], ctx.now())
+        assert not ledger.finish_if_complete(ctx.now())
+        with ctx.db.reader() as session:
+            assert eq.get(session, edition_id).status == EditionStatus.CANCELLED  # type: ignore[union-attr]
+            counts = dq.counts(session, edition_id)
+        assert counts["sent"] == 2 and counts["suppressed"] == 4
+        assert sink.received == []
+
+
+def test_names_never_break_a_header(ready: Callable[..., Context]) -> None:
+    with SmtpSink() as sink:
+        ctx = ready(sink.port, people=0)
+        subscribers.add(ctx.db, "n@example.org", name="Eve\r\nBcc: x@evil.example\n\nbody",
+                        now=ctx.now())
+        _send(ctx)
+        msg = email.message_from_bytes(sink.received[0].data, policy=policy.default)
+        assert msg["To"].addresses[0].display_name == "Eve Bcc: x@evil.example body"
+        assert msg["Bcc"] is None

@@ -231,3 +231,23 @@ def test_enrichment_reads_pages_of_items_that_lack_an_image_or_dek(
         assert story.image_url == f"{feed_server.base}/wp-content/uploads/convoy-scaled.jpg"
         assert story.summary_text.startswith("And as long as")
         assert story.author == "Jane Roe" and story.category == "Middle East"
+
+
+def test_a_feed_cannot_steer_enrichment_into_an_internal_address(
+    feed_server: FeedServer, make_context: Callable[..., Context]
+) -> None:
+    internal = FeedServer()  # another port on loopback: not the source's, not public
+    try:
+        internal.routes["/admin"] = Route(b"<html>secret</html>", content_type="text/html")
+        port = feed_server.base.rsplit(":", 1)[1]
+        feed_server.routes["/feed"] = Route(ENRICH_FEED.replace(b"PORT", port.encode()))
+        # The page on the source's own host redirects to the internal one.
+        feed_server.routes["/story-1"] = Route(status=302, location=internal.url("/admin"))
+        text = config_text(feeds=[("E", feed_server.url("/feed"))]).replace(
+            'name = "E"', 'name = "E"\nenrich = true')
+        ctx = make_context(text=text)
+        report = gather(ctx.settings, ctx.db).sources[0]
+        assert report.enriched == 0
+        assert internal.requests == []
+    finally:
+        internal.close()

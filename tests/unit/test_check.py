@@ -8,7 +8,7 @@ from digest.check import check_edition
 from digest.compose import compose, weekly_period
 from digest.config import DigestConfig, Settings
 from digest.deliver.message import MessageTemplate, Recipient
-from digest.domain import Edition, Personal
+from digest.domain import Edition, Personal, personalise
 from digest.render import environment, render_edition
 from tests.factories import NOW, article, settings
 
@@ -26,7 +26,9 @@ def _check(s: Settings, plan: Edition, templates: Path | None = None,
     if message is None:
         message = MessageTemplate(rendered, s.publication).build(
             Recipient(SAMPLE.email, None, SAMPLE, "<x@y>"), date=NOW).data
-    return [(f.level, f.code) for f in check_edition(plan, rendered, message, SAMPLE).findings]
+    html = personalise(rendered.html, rendered.markers, SAMPLE)
+    text = personalise(rendered.text, rendered.markers, SAMPLE)
+    return [(f.level, f.code) for f in check_edition(plan, html, text, message).findings]
 
 
 def _template_dir(tmp_path: Path, name: str, content: str) -> Path:
@@ -51,7 +53,7 @@ def test_empty_edition_is_an_error(tmp_path: Path) -> None:
     plan = _plan([article(1)])
     rendered = render_edition(plan, s, environment(), now=NOW)
     empty = _plan([])
-    report = check_edition(empty, rendered, b"", SAMPLE)
+    report = check_edition(empty, rendered.html, rendered.text, b"")
     assert [(f.level, f.code) for f in report.findings] == [("error", "empty")]
 
 
@@ -63,7 +65,8 @@ def test_oversized_html_says_what_to_cut(tmp_path: Path) -> None:
     rendered = render_edition(plan, s, environment(), now=NOW)
     message = MessageTemplate(rendered, s.publication).build(
         Recipient(SAMPLE.email, None, SAMPLE, "<x@y>"), date=NOW).data
-    report = check_edition(plan, rendered, message, SAMPLE)
+    report = check_edition(plan, personalise(rendered.html, rendered.markers, SAMPLE),
+                           personalise(rendered.text, rendered.markers, SAMPLE), message)
     size = [f for f in report.errors if f.code == "size"]
     assert size and "Gmail clips" in size[0].message and "max_articles" in size[0].message
 
