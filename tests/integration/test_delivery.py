@@ -242,21 +242,26 @@ def test_pause_resume_cancel_and_retry(ready: Callable[..., Context]) -> None:
         assert detail.articles and detail.articles[0][2]  # the lead comes first
 
 
+def _enqueued(ctx: Context) -> tuple[object, int]:
+    """This week's edition stored and enqueued, nothing sent yet: (period, edition id)."""
+    from digest.models import EditionStatus
+    from digest.queries import deliveries as dq
+    from digest.queries import editions as eq
+
+    period = weekly_period(ctx.now(), ctx.settings.timezone, 7)
+    prepared = editions.prepare(ctx, period)
+    assert prepared is not None
+    with ctx.db.session() as session:
+        row = eq.create_edition(session, prepared.plan, prepared.rendered, now=ctx.now(),
+                                status=EditionStatus.SENDING)
+        dq.enqueue(session, row.id, ctx.now())
+        return period, row.id
+
+
 def test_a_paused_edition_is_not_sent_until_resumed(ready: Callable[..., Context]) -> None:
     with SmtpSink() as sink:
         ctx = ready(sink.port)
-        period = weekly_period(ctx.now(), ctx.settings.timezone, 7)
-        prepared = editions.prepare(ctx, period)
-        assert prepared is not None
-        from digest.models import EditionStatus
-        from digest.queries import deliveries as dq
-        from digest.queries import editions as eq
-
-        with ctx.db.session() as session:
-            row = eq.create_edition(session, prepared.plan, prepared.rendered,
-                                    now=ctx.now(), status=EditionStatus.SENDING)
-            dq.enqueue(session, row.id, ctx.now())
-            edition_id = row.id
+        period, edition_id = _enqueued(ctx)
         operations.pause(ctx, edition_id)
         paused = editions.send(ctx, period, SMTPTransport(ctx.settings.smtp))
         assert paused.state == editions.SendState.NOT_SENDABLE and paused.status == "paused"
@@ -271,18 +276,7 @@ def test_a_paused_edition_is_not_sent_until_resumed(ready: Callable[..., Context
 def test_cancel_suppresses_what_is_still_owed(ready: Callable[..., Context]) -> None:
     with SmtpSink() as sink:
         ctx = ready(sink.port)
-        period = weekly_period(ctx.now(), ctx.settings.timezone, 7)
-        prepared = editions.prepare(ctx, period)
-        assert prepared is not None
-        from digest.models import EditionStatus
-        from digest.queries import deliveries as dq
-        from digest.queries import editions as eq
-
-        with ctx.db.session() as session:
-            row = eq.create_edition(session, prepared.plan, prepared.rendered,
-                                    now=ctx.now(), status=EditionStatus.SENDING)
-            dq.enqueue(session, row.id, ctx.now())
-            edition_id = row.id
+        period, edition_id = _enqueued(ctx)
         operations.cancel(ctx, edition_id)
         outcome = editions.send(ctx, period, SMTPTransport(ctx.settings.smtp))
         assert outcome.state == editions.SendState.NOT_SENDABLE
@@ -431,14 +425,7 @@ def test_cancel_while_sending_keeps_the_edition_cancelled(ready: Callable[..., C
 
     with SmtpSink() as sink:
         ctx = ready(sink.port)
-        period = weekly_period(ctx.now(), ctx.settings.timezone, 7)
-        prepared = editions.prepare(ctx, period)
-        assert prepared is not None
-        with ctx.db.session() as session:
-            row = eq.create_edition(session, prepared.plan, prepared.rendered,
-                                    now=ctx.now(), status=EditionStatus.SENDING)
-            dq.enqueue(session, row.id, ctx.now())
-            edition_id = row.id
+        _, edition_id = _enqueued(ctx)
         ledger = dq.SqlLedger(ctx.db, edition_id, "me")
         in_flight = ledger.claim(2, ctx.now())  # two messages on the wire
         operations.cancel(ctx, edition_id)
