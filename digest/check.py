@@ -23,7 +23,7 @@ import httpx
 
 from .domain import Edition
 from .gather.fetch import MAX_REDIRECTS, USER_AGENT
-from .gather.run import may_fetch_page
+from .gather.run import resolves_public, same_origin
 
 GMAIL_CLIP_BYTES = 102 * 1024
 LINK_TIMEOUT = 3.0
@@ -152,8 +152,12 @@ async def _ask(client: httpx.AsyncClient, url: str, sources: list[str]) -> str |
     or one of the sources' own (article links come from feeds: no internal probing)."""
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            if not await _allowed(url, sources):
-                return None  # not ours to probe; nothing to say about it
+            if not any(same_origin(url, source) for source in sources):
+                public = await resolves_public(url)
+                if public is None:
+                    return f"the host {urlsplit(url).hostname} is not found"
+                if not public:
+                    return None  # an internal address: not ours to probe
             response = await client.head(url)
             if response.status_code in (403, 405, 501):
                 async with client.stream("GET", url) as streamed:
@@ -166,15 +170,6 @@ async def _ask(client: httpx.AsyncClient, url: str, sources: list[str]) -> str |
         return f"no answer within {LINK_TIMEOUT:g} s"
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}"[:200]
-
-
-async def _allowed(url: str, sources: list[str]) -> bool:
-    for source in sources:
-        base = urlsplit(source)
-        port = base.port or (443 if base.scheme == "https" else 80)
-        if await may_fetch_page(url, base.hostname, port):
-            return True
-    return await may_fetch_page(url, None)
 
 
 async def _check_links(urls: list[str], sources: list[str]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import httpx
 
@@ -171,13 +171,11 @@ class _Run:
 
     async def _enrich(self, client: httpx.AsyncClient, limit: asyncio.Semaphore,
                       state: source_queries.SourceState, items: list[tuple[int, str]]) -> None:
-        source_host = state.url
-
         async def one(article_id: int, url: str) -> bool:
             # A page that cannot be read, or read safely, leaves the article as it is.
             try:
                 async with limit:
-                    page = await guarded_fetch(client, url, source_host,
+                    page = await guarded_fetch(client, url, [state.url],
                                                timeout=self._timeout(state),
                                                max_bytes=self.cfg.max_bytes)
                 if page is None or page.body is None:
@@ -209,35 +207,46 @@ def _charset(content_type: str | None) -> str | None:
     return None
 
 
-async def may_fetch_page(url: str, source_host: str | None,
-                         source_port: int | None = None) -> bool:
-    """Whether a page a feed points to may be fetched: on the source's own host and port,
-    or on public addresses only. A feed must not make digest read internal services."""
+def same_origin(url: str, source: str) -> bool:
+    """Whether ``url`` is on the same scheme, host and port as ``source``."""
+    a, b = urlsplit(url), urlsplit(source)
+
+    def port(parts: SplitResult) -> int | None:
+        return parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+
+    return bool(a.hostname) and (a.hostname or "").lower() == (b.hostname or "").lower() and (
+        port(a) == port(b))
+
+
+async def resolves_public(url: str) -> bool | None:
+    """Whether every address of the URL's host is a public one; None when it has none."""
     parts = urlsplit(url)
-    host = parts.hostname
-    if not host or parts.scheme not in ("http", "https"):
+    if not parts.hostname or parts.scheme not in ("http", "https"):
         return False
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    if source_host and host.lower() == source_host.lower() and port == source_port:
-        return True
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port,
-                                                             type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
+            type=socket.SOCK_STREAM)
     except OSError:
-        return False
+        return None
     return all(ipaddress.ip_address(info[4][0]).is_global for info in infos)
 
 
-async def guarded_fetch(client: httpx.AsyncClient, url: str, source: str | None, *,
+async def may_fetch_page(url: str, sources: Sequence[str]) -> bool:
+    """Whether a page a feed points to may be fetched: on a source's own host and port,
+    or on public addresses only. A feed must not make digest read internal services."""
+    if any(same_origin(url, source) for source in sources):
+        return True
+    return bool(await resolves_public(url))
+
+
+async def guarded_fetch(client: httpx.AsyncClient, url: str, sources: Sequence[str], *,
                         timeout: float, max_bytes: int) -> Fetched | None:
     """GET a page found in a feed, following redirects by hand so that every hop passes
     may_fetch_page (a public page must not redirect digest to an internal one). None when
     a hop is refused."""
-    base = urlsplit(source) if source else None
-    source_host = base.hostname if base else None
-    source_port = (base.port or (443 if base.scheme == "https" else 80)) if base else None
     for _ in range(MAX_REDIRECTS + 1):
-        if not await may_fetch_page(url, source_host, source_port):
+        if not await may_fetch_page(url, sources):
             return None
         page = await fetch(client, url, timeout=timeout, max_bytes=max_bytes,
                            follow_redirects=False)
