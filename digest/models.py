@@ -249,7 +249,9 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("edition_id", "subscriber_id", name="uq_deliveries_edition_subscriber"),
-        Index("ix_deliveries_edition_status", "edition_id", "status"),
+        # Claims read one state at a time in id order; with id in the index that is a
+        # range scan of the batch, however many rows of the edition are already sent.
+        Index("ix_deliveries_claim", "edition_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -258,6 +258,37 @@ def _enqueued(ctx: Context) -> tuple[object, int]:
         return period, row.id
 
 
+def test_a_claim_reads_only_its_batch_from_the_index(ready: Callable[..., Context]) -> None:
+    """Every query a claim makes on the ledger is a range scan of an index: a plan that
+    scans or sorts the edition's rows costs a full pass over a million rows per batch."""
+    from sqlalchemy import event
+
+    from digest.queries import deliveries as dq
+
+    ctx = ready(1)
+    _, edition_id = _enqueued(ctx)
+    issued: list[tuple[str, object]] = []
+
+    def keep(conn: object, cursor: object, statement: str, parameters: object,
+             context: object, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "deliveries" in statement:
+            issued.append((statement, parameters))
+
+    event.listen(ctx.db.engine, "before_cursor_execute", keep)
+    try:
+        with ctx.db.session() as session:
+            assert len(dq.claim(session, edition_id, "me", 3, ctx.now())) == 3
+            assert dq.has_due(session, edition_id, ctx.now())
+    finally:
+        event.remove(ctx.db.engine, "before_cursor_execute", keep)
+    assert issued
+    with ctx.db.engine.connect() as conn:
+        for statement, parameters in issued:
+            plan = " | ".join(row[-1] for row in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + statement, parameters))  # type: ignore[arg-type]
+            assert "SCAN deliveries" not in plan and "TEMP B-TREE" not in plan, (statement, plan)
+
+
 def test_a_paused_edition_is_not_sent_until_resumed(ready: Callable[..., Context]) -> None:
     with SmtpSink() as sink:
         ctx = ready(sink.port)

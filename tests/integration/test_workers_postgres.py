@@ -83,17 +83,22 @@ def _stop(*processes: subprocess.Popen[str]) -> None:
         process.wait(30)
 
 
+def _send_with_two_workers(folder: Path) -> None:
+    """`digest send` alongside two `digest worker` processes, until the edition is complete."""
+    workers = [_start(folder, "worker", "--poll", "0.2") for _ in range(2)]
+    try:
+        sent = run_digest("send", "--skip-link-check", cwd=folder, env=ENV, timeout=180)
+        assert sent.code == 0, sent.err
+    finally:
+        _stop(*workers)
+
+
 def test_three_processes_deliver_one_edition_together(
     tmp_path: Path, feed_server: FeedServer, pg_url: str,
 ) -> None:
     with SmtpSink(delay=0.01) as sink:
         folder = _site(tmp_path, feed_server, pg_url, sink.port, 240)
-        workers = [_start(folder, "worker", "--poll", "0.2") for _ in range(2)]
-        try:
-            sent = run_digest("send", "--skip-link-check", cwd=folder, env=ENV, timeout=180)
-            assert sent.code == 0, sent.err
-        finally:
-            _stop(*workers)
+        _send_with_two_workers(folder)
         by_rcpt = _by_recipient(sink)
         assert set(by_rcpt) == {f"r{i:04d}@example.org" for i in range(240)}
         assert all(len(ids) == 1 for ids in by_rcpt.values()), "each subscriber exactly once"
@@ -132,12 +137,7 @@ def test_the_rate_limit_holds_across_processes(
     with SmtpSink() as sink:
         folder = _site(tmp_path, feed_server, pg_url, sink.port, 70,
                        smtp=f"rate_per_second = {rate}\n")
-        workers = [_start(folder, "worker", "--poll", "0.2") for _ in range(2)]
-        try:
-            sent = run_digest("send", "--skip-link-check", cwd=folder, env=ENV, timeout=180)
-            assert sent.code == 0, sent.err
-        finally:
-            _stop(*workers)
+        _send_with_two_workers(folder)
         times = sorted(item.at for item in sink.received)
     assert len(times) == 70
     busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
